@@ -1,0 +1,76 @@
+// The `introspect` command line. Each subcommand appears here only once it works.
+#include <CLI/CLI.hpp>
+
+#include <fstream>
+#include <iostream>
+
+#include "introspect/config/config.h"
+#include "introspect/core/runtime.h"
+#include "introspect/io/log.h"
+#include "introspect/kernels/smoke.h"
+#include "introspect/version.h"
+
+namespace {
+
+std::string version_text() {
+  std::string cuda = introspect::kernels::built_with_cuda()
+                         ? std::string("CUDA kernels for sm ") + INTROSPECT_CUDA_ARCHITECTURES
+                         : std::string("no CUDA kernels");
+  return std::string("introspect ") + INTROSPECT_VERSION + " (LibTorch " + introspect::core::torch_version() + ", " +
+         cuda + ")";
+}
+
+int config_check(const std::string& file, const std::vector<std::string>& overrides) {
+  try {
+    const auto config = introspect::config::load(file, overrides);
+    std::cout << introspect::config::to_yaml(config);
+    return 0;
+  } catch (const introspect::config::ConfigError& e) {
+    std::cerr << e.what() << "\n";
+    return 1;
+  }
+}
+
+int config_docs(const std::string& out) {
+  const std::string md = introspect::config::reference_markdown();
+  if (out.empty()) {
+    std::cout << md;
+    return 0;
+  }
+  std::ofstream f(out, std::ios::trunc);
+  f << md;
+  if (!f.flush()) {
+    std::cerr << "cannot write " << out << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"introspect: native C++ RL post-training for reasoning LLMs"};
+  app.set_version_flag("--version", version_text());
+  app.require_subcommand(1);
+
+  auto* config = app.add_subcommand("config", "Inspect and document the config schema");
+  config->require_subcommand(1);
+
+  std::string check_file;
+  std::vector<std::string> check_overrides;
+  auto* check = config->add_subcommand("check", "Print the resolved config, or every error in it (exit 1)");
+  check->add_option("file", check_file, "YAML config (may inherit others with base:)")->required()->check(
+      CLI::ExistingFile);
+  check->add_option("overrides", check_overrides, "Dotted overrides such as train.lr=1e-6 rollout.n=16");
+
+  std::string docs_out;
+  auto* docs = config->add_subcommand("docs", "Write the config reference (docs/config.md) from the schema");
+  docs->add_option("--out", docs_out, "Output file; stdout when omitted");
+
+  CLI11_PARSE(app, argc, argv);
+  introspect::log::init("info");
+
+  if (check->parsed()) return config_check(check_file, check_overrides);
+  if (docs->parsed()) return config_docs(docs_out);
+  return 0;
+}

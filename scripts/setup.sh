@@ -19,8 +19,8 @@ if ((${#missing[@]})); then
   echo "[setup] installing Debian packages: ${missing[*]}"
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   mkdir -p "$INTROSPECT_CACHE/apt/partial"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+  $sudo apt-get update -qq -o APT::Sandbox::User=root
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends -o APT::Sandbox::User=root \
     -o Dir::Cache::Archives="$INTROSPECT_CACHE/apt" "${missing[@]}" >/dev/null
 fi
 

@@ -1,0 +1,77 @@
+// The decoder-only causal LM of Llama, Qwen2 and Qwen3 in LibTorch, with HF parameter names so checkpoints
+// load and save without renaming. Callers see only <ATen/core/Tensor.h>; the modules live in decoder.cpp.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "introspect/model/hf_config.h"
+
+namespace introspect::model {
+
+struct ForwardOutput {
+  at::Tensor hidden;  // [B, T, hidden_size], after the final norm (G²RL reads it)
+  at::Tensor logits;  // [B, T, vocab] when asked for, else undefined
+};
+
+// Preallocated keys and values for `slots` sequences of up to `max_len` tokens.
+struct KVCache {
+  KVCache(const ModelArch& arch, int64_t slots, int64_t max_len, at::ScalarType dtype);
+  static int64_t bytes_needed(const ModelArch& arch, int64_t slots, int64_t max_len, at::ScalarType dtype);
+  std::vector<at::Tensor> k, v;  // per layer: [slots, kv_heads, max_len, head_dim]
+  int64_t slots, max_len;
+};
+
+class CausalLM {
+ public:
+  // Random init as HF does: normal(0, 0.02) for matrices and embeddings, zero biases, unit norms.
+  static CausalLM random(const ModelArch& arch, uint64_t seed, at::ScalarType dtype = at::kFloat);
+  // Loads config.json and the *.safetensors of a checkpoint folder (sharded or not), converting F32/BF16/F16
+  // weights to `dtype`. Errors name the file and tensor.
+  static CausalLM load(const std::filesystem::path& dir, at::ScalarType dtype = at::kFloat);
+  // Writes an HF folder: config.json, model.safetensors (or shards of at most `max_shard_bytes` plus the index),
+  // and the tokenizer files found in `tokenizer_source` (a checkpoint folder), if given.
+  void save(const std::filesystem::path& dir, uint64_t max_shard_bytes = 5'000'000'000ull,
+            const std::filesystem::path& tokenizer_source = {}) const;
+
+  const ModelArch& arch() const;
+  at::ScalarType dtype() const;
+
+  // Training forward. input_ids, position_ids and segment_ids are [B, T] int64. A token attends to earlier
+  // tokens of its own segment; segment -1 marks padding. A padded batch uses segment 0 for its tokens; packed
+  // sequences in one row take segments 0, 1, 2, ... with positions restarting at 0 for each.
+  ForwardOutput forward(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& segment_ids,
+                        bool want_logits = true) const;
+  // A left- or right-padded batch: attention_mask [B, T] is 1 for tokens and 0 for padding; positions count
+  // the tokens of each row, as HF does.
+  ForwardOutput forward_padded(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                               bool want_logits = true) const;
+  // Incremental forward: input_ids [B, t] continue the sequences held in cache rows `slots` [B] at positions
+  // [B, t]; their keys and values are written into the cache, and each token attends to its slot's cache up to
+  // its own position.
+  ForwardOutput forward_cached(const at::Tensor& input_ids, const at::Tensor& positions, const at::Tensor& slots,
+                               KVCache& cache) const;
+
+  at::Tensor lm_head_weight() const;  // [vocab, hidden]; the embedding when tied
+  std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
+  std::vector<at::Tensor> parameters() const;
+  void set_activation_checkpointing(bool on);
+
+ private:
+  struct Impl;
+  explicit CausalLM(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;
+};
+
+// log p(targets[i]) under softmax(hidden[i] @ weightᵀ / temperature), fp32, differentiable in hidden and
+// weight. Works `chunk` rows at a time in forward and backward (recomputing logits), so no [N × vocab] fp32
+// tensor ever exists. hidden [N, H], weight [V, H], targets [N] int64.
+at::Tensor chunked_token_logprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
+                                  double temperature = 1.0, int64_t chunk = 1024);
+
+}  // namespace introspect::model

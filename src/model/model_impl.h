@@ -1,0 +1,80 @@
+// Private to src/model: the torch::nn modules behind CausalLM.
+#pragma once
+
+#include <torch/torch.h>
+
+#include "introspect/model/decoder.h"
+
+namespace introspect::model {
+
+struct Rope {
+  torch::Tensor cos, sin;  // [B, 1, T, head_dim]
+};
+
+struct RMSNormImpl : torch::nn::Module {
+  RMSNormImpl(int64_t dim, double eps);
+  torch::Tensor forward(const torch::Tensor& x) const;
+  torch::Tensor weight;
+  double eps;
+};
+TORCH_MODULE(RMSNorm);
+
+struct AttentionImpl : torch::nn::Module {
+  explicit AttentionImpl(const ModelArch& a);
+  // With a cache, keys and values are written at `positions` of rows `slots`, and `mask` spans the cached prefix.
+  torch::Tensor forward(const torch::Tensor& x, const Rope& rope, const torch::Tensor& mask, KVCache* cache,
+                        const torch::Tensor& slots, const torch::Tensor& positions, int64_t layer);
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  RMSNorm q_norm{nullptr}, k_norm{nullptr};
+  int64_t heads, kv_heads, head_dim;
+};
+TORCH_MODULE(Attention);
+
+struct MLPImpl : torch::nn::Module {
+  explicit MLPImpl(const ModelArch& a);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(MLP);
+
+struct DecoderLayerImpl : torch::nn::Module {
+  explicit DecoderLayerImpl(const ModelArch& a);
+  torch::Tensor forward(const torch::Tensor& x, const Rope& rope, const torch::Tensor& mask, KVCache* cache,
+                        const torch::Tensor& slots, const torch::Tensor& positions, int64_t layer);
+  RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  Attention self_attn{nullptr};
+  MLP mlp{nullptr};
+};
+TORCH_MODULE(DecoderLayer);
+
+struct BackboneImpl : torch::nn::Module {
+  explicit BackboneImpl(const ModelArch& a);
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  RMSNorm norm{nullptr};
+};
+TORCH_MODULE(Backbone);
+
+// Registered as "model" and "lm_head", giving HF's tensor names.
+struct CausalLMModuleImpl : torch::nn::Module {
+  explicit CausalLMModuleImpl(const ModelArch& a);
+  Backbone model{nullptr};
+  torch::nn::Linear lm_head{nullptr};  // empty when tied to the embedding
+};
+TORCH_MODULE(CausalLMModule);
+
+torch::Tensor rope_inv_freq(const ModelArch& a);
+Rope make_rope(const torch::Tensor& inv_freq, const torch::Tensor& positions, torch::ScalarType dtype);
+
+struct CausalLM::Impl {
+  Impl(const ModelArch& a, at::ScalarType dt);
+  ForwardOutput run(const torch::Tensor& input_ids, const torch::Tensor& positions, const torch::Tensor& mask,
+                    KVCache* cache, const torch::Tensor& slots, bool want_logits);
+  ModelArch arch;
+  at::ScalarType dtype;
+  CausalLMModule module;
+  torch::Tensor inv_freq;
+  bool checkpointing = false;
+};
+
+}  // namespace introspect::model

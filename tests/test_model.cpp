@@ -91,7 +91,7 @@ std::vector<int64_t> greedy_recompute(const CausalLM& m, int64_t bos, int64_t n)
 
 class ModelTest : public ::testing::Test {
  protected:
-  void SetUp() override { introspect::core::init_torch_threads(2); }
+  void SetUp() override { introspect::core::init_torch(2); }
 };
 
 TEST_F(ModelTest, Stories260KGreedyMatchesUpstreamGolden) {

@@ -6,9 +6,9 @@
 #include "introspect/core/runtime.h"
 
 TEST(Runtime, ThreadsAreSetExplicitly) {
-  EXPECT_EQ(introspect::core::init_torch_threads(2), 2);
+  EXPECT_EQ(introspect::core::init_torch(2), 2);
   EXPECT_EQ(at::get_num_threads(), 2);
-  EXPECT_GE(introspect::core::init_torch_threads(0), 1);
+  EXPECT_GE(introspect::core::init_torch(0), 1);
 }
 
 TEST(Runtime, LibTorchComputes) {

@@ -7,7 +7,7 @@
 
 namespace introspect::core {
 
-int64_t init_torch_threads(int64_t threads) {
+int64_t init_torch(int64_t threads) {
   const int64_t n = threads > 0 ? threads : std::max<int64_t>(1, std::thread::hardware_concurrency());
   at::set_num_threads(static_cast<int>(n));
   return at::get_num_threads();

@@ -218,6 +218,19 @@ MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
+void MappedFile::prefetch(uint64_t offset, uint64_t len) const {
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22  // Linux 5.14
+#endif
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t first = offset / page * page;
+  if (len == 0) return;
+  // Older kernels reject POPULATE_READ; WILLNEED still starts readahead.
+  if (::madvise(const_cast<uint8_t*>(data_) + first, offset + len - first, MADV_POPULATE_READ) != 0) {
+    ::madvise(const_cast<uint8_t*>(data_) + first, offset + len - first, MADV_WILLNEED);
+  }
+}
+
 void MappedFile::release(uint64_t offset, uint64_t len) const {
   const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   const uint64_t first = (offset + page - 1) / page * page;  // only whole pages inside the range

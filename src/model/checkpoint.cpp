@@ -70,6 +70,7 @@ CausalLM CausalLM::load(const fs::path& dir, at::ScalarType dtype) {
                                  " but config.json implies " + shape_text(param.sizes()));
     }
     // Zero-copy view of the mapped bytes; copy_ converts into the parameter, the only copy made.
+    file->map().prefetch(info->begin, info->end - info->begin);
     const auto src = torch::from_blob(const_cast<uint8_t*>(file->bytes(*info)), info->shape,
                                       torch::dtype(torch_dtype(info->dtype, file->name(), name)));
     param.copy_(src);

@@ -12,7 +12,14 @@ namespace introspect::model {
 // ---------------------------------------------------------------------------------------------------------
 // Modules.
 
-RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps(eps) { weight = register_parameter("weight", torch::ones({dim})); }
+LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
+  weight = register_parameter("weight", torch::empty({out, in}));
+  if (with_bias) bias = register_parameter("bias", torch::empty({out}));
+}
+
+EmbeddingImpl::EmbeddingImpl(int64_t vocab, int64_t dim) { weight = register_parameter("weight", torch::empty({vocab, dim})); }
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps(eps) { weight = register_parameter("weight", torch::empty({dim})); }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) const {
   // As HF: normalise in fp32, cast back, then scale.
@@ -21,18 +28,13 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) const {
   return weight * normed.to(x.scalar_type());
 }
 
-namespace {
-torch::nn::Linear linear(int64_t in, int64_t out, bool bias) {
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
-}
-}  // namespace
 
 AttentionImpl::AttentionImpl(const ModelArch& a)
     : heads(a.num_heads), kv_heads(a.num_kv_heads), head_dim(a.head_dim) {
-  q_proj = register_module("q_proj", linear(a.hidden_size, a.num_heads * a.head_dim, a.attention_bias));
-  k_proj = register_module("k_proj", linear(a.hidden_size, a.num_kv_heads * a.head_dim, a.attention_bias));
-  v_proj = register_module("v_proj", linear(a.hidden_size, a.num_kv_heads * a.head_dim, a.attention_bias));
-  o_proj = register_module("o_proj", linear(a.num_heads * a.head_dim, a.hidden_size, a.o_proj_bias));
+  q_proj = register_module("q_proj", Linear(a.hidden_size, a.num_heads * a.head_dim, a.attention_bias));
+  k_proj = register_module("k_proj", Linear(a.hidden_size, a.num_kv_heads * a.head_dim, a.attention_bias));
+  v_proj = register_module("v_proj", Linear(a.hidden_size, a.num_kv_heads * a.head_dim, a.attention_bias));
+  o_proj = register_module("o_proj", Linear(a.num_heads * a.head_dim, a.hidden_size, a.o_proj_bias));
   if (a.qk_norm) {
     q_norm = register_module("q_norm", RMSNorm(a.head_dim, a.rms_norm_eps));
     k_norm = register_module("k_norm", RMSNorm(a.head_dim, a.rms_norm_eps));
@@ -93,9 +95,9 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope& rope, c
 }
 
 MLPImpl::MLPImpl(const ModelArch& a) {
-  gate_proj = register_module("gate_proj", linear(a.hidden_size, a.intermediate_size, a.mlp_bias));
-  up_proj = register_module("up_proj", linear(a.hidden_size, a.intermediate_size, a.mlp_bias));
-  down_proj = register_module("down_proj", linear(a.intermediate_size, a.hidden_size, a.mlp_bias));
+  gate_proj = register_module("gate_proj", Linear(a.hidden_size, a.intermediate_size, a.mlp_bias));
+  up_proj = register_module("up_proj", Linear(a.hidden_size, a.intermediate_size, a.mlp_bias));
+  down_proj = register_module("down_proj", Linear(a.intermediate_size, a.hidden_size, a.mlp_bias));
 }
 
 torch::Tensor MLPImpl::forward(const torch::Tensor& x) { return down_proj(torch::silu(gate_proj(x)) * up_proj(x)); }
@@ -115,7 +117,7 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const Rope& rope
 }
 
 BackboneImpl::BackboneImpl(const ModelArch& a) {
-  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(a.vocab_size, a.hidden_size));
+  embed_tokens = register_module("embed_tokens", Embedding(a.vocab_size, a.hidden_size));
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < a.num_layers; ++i) layers->push_back(DecoderLayer(a));
   norm = register_module("norm", RMSNorm(a.hidden_size, a.rms_norm_eps));
@@ -123,7 +125,7 @@ BackboneImpl::BackboneImpl(const ModelArch& a) {
 
 CausalLMModuleImpl::CausalLMModuleImpl(const ModelArch& a) {
   model = register_module("model", Backbone(a));
-  if (!a.tie_word_embeddings) lm_head = register_module("lm_head", linear(a.hidden_size, a.vocab_size, false));
+  if (!a.tie_word_embeddings) lm_head = register_module("lm_head", Linear(a.hidden_size, a.vocab_size, false));
 }
 
 // ---------------------------------------------------------------------------------------------------------

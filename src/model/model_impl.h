@@ -11,6 +11,22 @@ struct Rope {
   torch::Tensor cos, sin;  // [B, 1, T, head_dim]
 };
 
+// Linear and Embedding with uninitialised parameters: load() overwrites them and random() initialises them,
+// so torch::nn's constructor-time kaiming init would be wasted work on billions of weights.
+struct LinearImpl : torch::nn::Module {
+  LinearImpl(int64_t in, int64_t out, bool with_bias);
+  torch::Tensor forward(const torch::Tensor& x) const { return torch::linear(x, weight, bias); }
+  torch::Tensor weight, bias;
+};
+TORCH_MODULE(Linear);
+
+struct EmbeddingImpl : torch::nn::Module {
+  EmbeddingImpl(int64_t vocab, int64_t dim);
+  torch::Tensor forward(const torch::Tensor& ids) const { return torch::embedding(weight, ids); }
+  torch::Tensor weight;
+};
+TORCH_MODULE(Embedding);
+
 struct RMSNormImpl : torch::nn::Module {
   RMSNormImpl(int64_t dim, double eps);
   torch::Tensor forward(const torch::Tensor& x) const;
@@ -24,7 +40,7 @@ struct AttentionImpl : torch::nn::Module {
   // With a cache, keys and values are written at `positions` of rows `slots`, and `mask` spans the cached prefix.
   torch::Tensor forward(const torch::Tensor& x, const Rope& rope, const torch::Tensor& mask, KVCache* cache,
                         const torch::Tensor& slots, const torch::Tensor& positions, int64_t layer);
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   RMSNorm q_norm{nullptr}, k_norm{nullptr};
   int64_t heads, kv_heads, head_dim;
 };
@@ -33,7 +49,7 @@ TORCH_MODULE(Attention);
 struct MLPImpl : torch::nn::Module {
   explicit MLPImpl(const ModelArch& a);
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(MLP);
 
@@ -49,7 +65,7 @@ TORCH_MODULE(DecoderLayer);
 
 struct BackboneImpl : torch::nn::Module {
   explicit BackboneImpl(const ModelArch& a);
-  torch::nn::Embedding embed_tokens{nullptr};
+  Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
   RMSNorm norm{nullptr};
 };
@@ -59,7 +75,7 @@ TORCH_MODULE(Backbone);
 struct CausalLMModuleImpl : torch::nn::Module {
   explicit CausalLMModuleImpl(const ModelArch& a);
   Backbone model{nullptr};
-  torch::nn::Linear lm_head{nullptr};  // empty when tied to the embedding
+  Linear lm_head{nullptr};  // empty when tied to the embedding
 };
 TORCH_MODULE(CausalLMModule);
 

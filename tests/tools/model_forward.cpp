@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    introspect::core::init_torch_threads(0);
+    introspect::core::init_torch(0);
     c10::NoGradGuard no_grad;
     const auto model = introspect::model::CausalLM::load(argv[1]);
     std::ifstream in(argv[2]);

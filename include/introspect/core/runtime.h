@@ -6,8 +6,9 @@
 
 namespace introspect::core {
 
-// Sets LibTorch's intra-op threads explicitly (its default may be 1); 0 means every core. Returns the count.
-int64_t init_torch_threads(int64_t threads);
+// Process-wide LibTorch set-up, called once before any tensor is made: sets the intra-op threads explicitly
+// (LibTorch's default may be 1; 0 means every core). Returns the thread count.
+int64_t init_torch(int64_t threads);
 // "2.11.0": the LibTorch the binary was built against.
 std::string torch_version();
 

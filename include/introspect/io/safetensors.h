@@ -56,6 +56,8 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::filesystem::path& path() const { return path_; }
+  // Faults in [offset, offset+len) in one call, rather than a page fault per 4 KB on first touch.
+  void prefetch(uint64_t offset, uint64_t len) const;
   // Tells the kernel the pages of [offset, offset+len) are no longer needed (keeps peak RSS low while loading).
   void release(uint64_t offset, uint64_t len) const;
 

@@ -9,7 +9,7 @@ source "$here/env.sh"
 apt_packages=(
   build-essential cmake ninja-build ccache pkg-config
   libsentencepiece-dev nlohmann-json3-dev libspdlog-dev libcli11-dev libyaml-cpp-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libopenmpi-dev openmpi-bin libpcre2-dev libginac-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libopenmpi-dev openmpi-bin libpcre2-dev libutf8proc-dev libginac-dev clang
 )
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -17,11 +17,6 @@
 
 namespace introspect::tokenizer {
 
-struct DecodeOptions {
-  bool skip_special = false;  // drop tokens marked special (BOS, EOS, <|im_end|>, ...)
-  // HF's clean_up_tokenization_spaces (" ." -> "." and similar); off for an exact round trip.
-  bool clean_up_spaces = false;
-};
 
 class Tokenizer {
  public:
@@ -30,24 +25,23 @@ class Tokenizer {
   // Text to ids. Added and special tokens written in the text are matched as such. With add_special, the
   // checkpoint's rules for BOS/EOS (add_bos_token / add_eos_token in tokenizer_config.json) apply.
   virtual std::vector<int32_t> encode(std::string_view text, bool add_special = false) const = 0;
-  virtual std::string decode(const std::vector<int32_t>& ids, const DecodeOptions& options = {}) const = 0;
+  // Ids to text; skip_special drops tokens marked special (BOS, EOS, <|im_end|>, ...).
+  virtual std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const = 0;
 
   virtual int32_t vocab_size() const = 0;  // highest id + 1, added tokens included
   virtual std::optional<int32_t> token_to_id(std::string_view token) const = 0;
   virtual bool is_special(int32_t id) const = 0;
   std::optional<int32_t> bos_id() const { return bos_id_; }
   std::optional<int32_t> eos_id() const { return eos_id_; }
-  // tokenizer_config.json's clean_up_tokenization_spaces (what HF's decode does by default).
-  bool default_clean_up_spaces() const { return default_clean_up_spaces_; }
 
-  // A tokenizer.json, a tokenizer.model, or a checkpoint folder holding either (tokenizer.json is preferred);
-  // tokenizer_config.json beside it supplies BOS/EOS and add_bos_token/add_eos_token.
+  // A tokenizer.json, a tokenizer.model, or a checkpoint folder holding either (tokenizer.json is preferred).
+  // Special tokens added by encode(add_special): tokenizer.json's TemplateProcessing post-processor, overridden
+  // by add_bos_token / add_eos_token in tokenizer_config.json beside it; a bare .model adds BOS (Llama-2's rule).
   static std::unique_ptr<Tokenizer> load(const std::filesystem::path& path);
 
  protected:
   std::optional<int32_t> bos_id_, eos_id_;
-  bool add_bos_ = false, add_eos_ = false, default_clean_up_spaces_ = false;
-  std::vector<int32_t> add_special_tokens(std::vector<int32_t> ids) const;
+  std::vector<int32_t> prefix_, suffix_;  // what encode(add_special=true) puts around the ids
 };
 
 // Replaces each maximal invalid UTF-8 subsequence with U+FFFD (Python's errors="replace" rule).

@@ -3,11 +3,13 @@
 
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "introspect/config/config.h"
 #include "introspect/core/runtime.h"
 #include "introspect/io/log.h"
 #include "introspect/kernels/smoke.h"
+#include "introspect/tokenizer/tokenizer.h"
 #include "introspect/version.h"
 
 namespace {
@@ -46,6 +48,36 @@ int config_docs(const std::string& out) {
   return 0;
 }
 
+// Each stdin line is a JSON string (so texts may hold newlines); each output line is its JSON id array.
+// With --decode, each line is a JSON id array and the output a JSON string.
+int tokenize(const std::string& path, bool add_special, bool decode, bool skip_special) {
+  std::unique_ptr<introspect::tokenizer::Tokenizer> tok;
+  try {
+    tok = introspect::tokenizer::Tokenizer::load(path);
+  } catch (const std::exception& e) {
+    std::cerr << e.what() << "\n";
+    return 1;
+  }
+  std::string line;
+  for (int64_t n = 1; std::getline(std::cin, line); ++n) {
+    try {
+      const auto j = nlohmann::json::parse(line);
+      if (decode) {
+        if (!j.is_array()) throw std::invalid_argument("expected a JSON array of token ids");
+        const auto text = tok->decode(j.get<std::vector<int32_t>>(), skip_special);
+        std::cout << nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+      } else {
+        if (!j.is_string()) throw std::invalid_argument("expected a JSON string");
+        std::cout << nlohmann::json(tok->encode(j.get<std::string>(), add_special)).dump() << "\n";
+      }
+    } catch (const std::exception& e) {
+      std::cerr << "stdin:" << n << ": " << e.what() << "\n";
+      return 1;
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -67,10 +99,21 @@ int main(int argc, char** argv) {
   auto* docs = config->add_subcommand("docs", "Write the config reference (docs/config.md) from the schema");
   docs->add_option("--out", docs_out, "Output file; stdout when omitted");
 
+  std::string tokenizer_path;
+  bool add_special = false, decode = false, skip_special = false;
+  auto* tokenize_cmd = app.add_subcommand(
+      "tokenize", "Encode JSON-string lines from stdin to JSON id arrays (or decode them with --decode)");
+  tokenize_cmd->add_option("--tokenizer", tokenizer_path, "tokenizer.json, tokenizer.model, or a checkpoint folder")
+      ->required();
+  tokenize_cmd->add_flag("--add-special", add_special, "Add the checkpoint's BOS/EOS tokens");
+  tokenize_cmd->add_flag("--decode", decode, "Decode id arrays to strings instead");
+  tokenize_cmd->add_flag("--skip-special", skip_special, "With --decode: drop special tokens");
+
   CLI11_PARSE(app, argc, argv);
   introspect::log::init("info");
 
   if (check->parsed()) return config_check(check_file, check_overrides);
   if (docs->parsed()) return config_docs(docs_out);
+  if (tokenize_cmd->parsed()) return tokenize(tokenizer_path, add_special, decode, skip_special);
   return 0;
 }

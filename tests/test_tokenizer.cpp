@@ -158,3 +158,45 @@ TEST(Tokenizer, LoadErrorsNameThePath) {
   // libtorch in the same process: the protobuf of sentencepiece and of LibTorch coexist.
   EXPECT_EQ(at::ones({2}).sum().item<float>(), 2.0f);
 }
+
+#include "introspect/tokenizer/chat_template.h"
+
+using introspect::tokenizer::ChatMessage;
+using introspect::tokenizer::ChatTemplate;
+
+TEST(ChatTemplate, PlainAndCustomForBaseModels) {
+  const std::vector<ChatMessage> conv{{"system", "Be brief.", {}}, {"user", "2+2?", {}}};
+  EXPECT_EQ(ChatTemplate::by_name("plain").render(conv, true), "Be brief.\n\n2+2?");
+  EXPECT_EQ(ChatTemplate::by_name("custom", "{system}\nQuestion: {user}\nAnswer:").render(conv, true),
+            "Be brief.\nQuestion: 2+2?\nAnswer:");
+  EXPECT_EQ(ChatTemplate::by_name("custom", "Q: {user}\nA:").render({{"user", "x", {}}}, true), "Q: x\nA:");
+}
+
+TEST(ChatTemplate, UnsupportedTemplatesAndShapesAreNamed) {
+  try {
+    ChatTemplate::by_name("mistral");
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_THAT(e.what(), HasSubstr("unknown chat template 'mistral' (supported: qwen3, llama3, plain, custom)"));
+  }
+  EXPECT_THROW(ChatTemplate::by_name("custom", "no placeholder"), std::invalid_argument);
+  introspect::testing::ScratchDir dir;
+  dir.write("tokenizer_config.json", R"({"chat_template": "{% for m in messages %}[INST] {{ m.content }} [/INST]{% endfor %}"})");
+  try {
+    ChatTemplate::from_checkpoint(dir.path());
+    FAIL();
+  } catch (const std::runtime_error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("its chat_template is not one introspect supports; choose one with "
+                                    "data.chat_template (qwen3, llama3, plain, custom)"));
+  }
+  try {
+    ChatTemplate::by_name("qwen3").render({{"tool", "{}", {}}}, true);
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_THAT(e.what(), HasSubstr("role 'tool' is not supported"));
+  }
+  EXPECT_THROW(ChatTemplate::by_name("custom", "{user}").render({{"user", "a", {}}, {"user", "b", {}}}, true),
+               std::invalid_argument);
+  EXPECT_EQ(ChatTemplate::from_checkpoint(kTok + "/qwen3").name(), "qwen3");
+  EXPECT_EQ(ChatTemplate::from_checkpoint(kTok + "/llama3").name(), "llama3");
+}

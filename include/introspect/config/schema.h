@@ -57,6 +57,9 @@ struct DataConfig {
   std::string answer_field = "answer";
   std::string prompt_template = "{problem}";
   std::string system_prompt;
+  std::string chat_template = "auto";
+  std::string custom_chat_template;
+  bool enable_thinking = true;
   int64_t max_prompt_tokens = 1024;
   bool shuffle = true;
 
@@ -67,6 +70,12 @@ struct DataConfig {
     v.field("answer_field", answer_field, "Field holding the ground-truth answer");
     v.field("prompt_template", prompt_template, "User message; {problem} is replaced by the prompt field");
     v.field("system_prompt", system_prompt, "System message; empty for none");
+    v.choice("chat_template", chat_template,
+             "Prompt format: auto recognises the checkpoint's tokenizer_config.json template; plain is for base models",
+             {"auto", "qwen3", "llama3", "plain", "custom"});
+    v.field("custom_chat_template", custom_chat_template,
+            "With chat_template=custom: a string with {system} and {user} placeholders");
+    v.field("enable_thinking", enable_thinking, "Qwen3: false ends the prompt with an empty <think></think> block");
     v.field("max_prompt_tokens", max_prompt_tokens, "Longer prompts are skipped and counted", Range::at_least(1));
     v.field("shuffle", shuffle, "Shuffle the training set each epoch (seeded by train.seed)");
   }

@@ -2,9 +2,11 @@
 #include <CLI/CLI.hpp>
 
 #include <fstream>
+#include <map>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "commands.h"
 #include "introspect/config/config.h"
 #include "introspect/core/runtime.h"
 #include "introspect/io/log.h"
@@ -109,11 +111,38 @@ int main(int argc, char** argv) {
   tokenize_cmd->add_flag("--decode", decode, "Decode id arrays to strings instead");
   tokenize_cmd->add_flag("--skip-special", skip_special, "With --decode: drop special tokens");
 
+  introspect::cli::GenerateOptions gen;
+  std::map<std::string, std::string> gen_flags;  // flag -> config key it overrides
+  auto* generate_cmd = app.add_subcommand("generate", "Sample completions for a JSONL file of prompts");
+  generate_cmd->add_option("--model", gen.model, "HF checkpoint folder")->required()->check(CLI::ExistingDirectory);
+  generate_cmd->add_option("--tokenizer", gen.tokenizer, "Tokenizer file or folder (default: the model folder)");
+  generate_cmd->add_option("--prompts", gen.prompts, "JSONL of {\"prompt\": text} or {\"prompt_ids\": [...]}")
+      ->required();
+  generate_cmd->add_option("--out", gen.out, "Output JSONL: text, ids, logprobs, finish_reason")->required();
+  generate_cmd->add_option("--config", gen.config, "YAML config (rollout.*, data.chat_template, ...)");
+  generate_cmd->add_option("--template", gen.chat_template, "Chat template: auto, qwen3, llama3, plain, custom");
+  for (const auto& [flag, key] : std::vector<std::pair<std::string, std::string>>{
+           {"--n", "rollout.n"}, {"--max-new-tokens", "rollout.max_new_tokens"},
+           {"--temperature", "rollout.temperature"}, {"--top-p", "rollout.top_p"}, {"--top-k", "rollout.top_k"},
+           {"--seed", "rollout.seed"}, {"--max-batch", "rollout.max_batch"}}) {
+    generate_cmd->add_option(flag, gen_flags[key], "Sets " + key);
+  }
+  bool greedy = false;
+  generate_cmd->add_flag("--greedy", greedy, "Greedy decoding (rollout.temperature=0)");
+
   CLI11_PARSE(app, argc, argv);
   introspect::log::init("info");
 
   if (check->parsed()) return config_check(check_file, check_overrides);
   if (docs->parsed()) return config_docs(docs_out);
   if (tokenize_cmd->parsed()) return tokenize(tokenizer_path, add_special, decode, skip_special);
+  if (generate_cmd->parsed()) {
+    for (const auto& [key, value] : gen_flags)
+      if (!value.empty()) gen.overrides.push_back(key + "=" + value);
+    if (greedy) gen.overrides.push_back("rollout.temperature=0");
+    // Without a config, one sample per prompt (as vLLM); rollout.n's default is the GRPO group size.
+    if (gen.config.empty() && gen_flags["rollout.n"].empty()) gen.overrides.insert(gen.overrides.begin(), "rollout.n=1");
+    return introspect::cli::generate(gen);
+  }
   return 0;
 }

@@ -89,6 +89,8 @@ struct RolloutConfig {
   double min_p = 0.0;
   int64_t max_new_tokens = 1024;
   int64_t max_batch = 64;
+  int64_t kv_budget_mb = 8192;
+  int64_t seed = 0;
   std::vector<int64_t> stop_token_ids;
   std::vector<std::string> stop;
 
@@ -100,6 +102,8 @@ struct RolloutConfig {
     v.field("min_p", min_p, "Drop tokens below min_p times the top probability; 0 disables it", Range::unit());
     v.field("max_new_tokens", max_new_tokens, "Response length limit per sequence", Range::at_least(1));
     v.field("max_batch", max_batch, "KV-cache slots generated at once; never changes the outputs", Range::at_least(1));
+    v.field("kv_budget_mb", kv_budget_mb, "Largest KV cache allowed, sized up front; 0 means no limit", Range::at_least(0));
+    v.field("seed", seed, "Sampling seed; each sample's stream derives from (seed, prompt, sample)", Range::at_least(0));
     v.field("stop_token_ids", stop_token_ids, "Extra token ids that end a response (EOS always does)",
             Range::at_least(0));
     v.field("stop", stop, "Strings that end a response");

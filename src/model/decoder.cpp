@@ -17,6 +17,19 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
   if (with_bias) bias = register_parameter("bias", torch::empty({out}));
 }
 
+torch::Tensor project(const torch::Tensor& x, const torch::Tensor& w) {
+  const auto rows = x.reshape({-1, x.size(-1)});
+  if (rows.size(0) > 128 || !rows.is_contiguous()) return torch::matmul(x, w.t());
+  auto out_shape = x.sizes().vec();
+  out_shape.back() = w.size(0);
+  return torch::mm(w, rows.t()).t().contiguous().view(out_shape);
+}
+
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) const {
+  auto y = project(x, weight);
+  return bias.defined() ? y + bias : y;
+}
+
 EmbeddingImpl::EmbeddingImpl(int64_t vocab, int64_t dim) { weight = register_parameter("weight", torch::empty({vocab, dim})); }
 
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps(eps) { weight = register_parameter("weight", torch::empty({dim})); }
@@ -52,10 +65,6 @@ torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const
   return (x * cos + rotated * sin).to(x.scalar_type());
 }
 
-torch::Tensor repeat_kv(const torch::Tensor& x, int64_t times) {
-  return times == 1 ? x : x.repeat_interleave(times, /*dim=*/1);
-}
-
 }  // namespace
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope& rope, const torch::Tensor& mask,
@@ -85,11 +94,12 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope& rope, c
     ck.permute({0, 2, 1, 3}).index_put_({flat_slot, flat_pos}, k_rows);
     cv.permute({0, 2, 1, 3}).index_put_({flat_slot, flat_pos}, v_rows);
     const int64_t L = mask.size(-1);
-    k = ck.index_select(0, slots).narrow(2, 0, L).to(q.scalar_type());
-    v = cv.index_select(0, slots).narrow(2, 0, L).to(q.scalar_type());
+    // The generator keeps its active sequences in slots 0..B-1, so the common case is a view, not a copy.
+    const bool leading = slots.size(0) <= ck.size(0) && slots.equal(torch::arange(B, slots.options()));
+    k = (leading ? ck.narrow(0, 0, B) : ck.index_select(0, slots)).narrow(2, 0, L).to(q.scalar_type());
+    v = (leading ? cv.narrow(0, 0, B) : cv.index_select(0, slots)).narrow(2, 0, L).to(q.scalar_type());
   }
-  const int64_t groups = heads / kv_heads;
-  auto out = at::scaled_dot_product_attention(q, repeat_kv(k, groups), repeat_kv(v, groups), mask);
+  auto out = at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, std::nullopt, /*enable_gqa=*/heads != kv_heads);
   out = out.transpose(1, 2).reshape({B, T, heads * head_dim});
   return o_proj(out);
 }
@@ -238,7 +248,7 @@ CausalLM::Impl::Impl(const ModelArch& a, at::ScalarType dt)
 
 ForwardOutput CausalLM::Impl::run(const torch::Tensor& input_ids, const torch::Tensor& positions,
                                   const torch::Tensor& mask, KVCache* cache, const torch::Tensor& slots,
-                                  bool want_logits) {
+                                  bool want_logits, bool last_logits_only) {
   auto& backbone = *module->model;
   auto h = backbone.embed_tokens(input_ids);
   const Rope rope = make_rope(inv_freq, positions, dtype);
@@ -252,7 +262,8 @@ ForwardOutput CausalLM::Impl::run(const torch::Tensor& input_ids, const torch::T
   out.hidden = backbone.norm(h);
   if (want_logits) {
     const auto w = module->lm_head.is_empty() ? backbone.embed_tokens->weight : module->lm_head->weight;
-    out.logits = torch::matmul(out.hidden, w.t());
+    const auto h = last_logits_only ? out.hidden.narrow(1, out.hidden.size(1) - 1, 1).contiguous() : out.hidden;
+    out.logits = project(h, w);
   }
   return out;
 }
@@ -282,7 +293,7 @@ ForwardOutput CausalLM::forward_padded(const at::Tensor& input_ids, const at::Te
 }
 
 ForwardOutput CausalLM::forward_cached(const at::Tensor& input_ids, const at::Tensor& positions,
-                                       const at::Tensor& slots, KVCache& cache) const {
+                                       const at::Tensor& slots, KVCache& cache, bool last_logits_only) const {
   TORCH_CHECK(input_ids.dim() == 2 && positions.sizes() == input_ids.sizes() && slots.dim() == 1 &&
                   slots.size(0) == input_ids.size(0),
               "forward_cached: input_ids and positions must be [B, t] and slots [B]");
@@ -293,7 +304,7 @@ ForwardOutput CausalLM::forward_cached(const at::Tensor& input_ids, const at::Te
   // mask[b, 0, i, j]: key position j <= query position i.
   const auto key_pos = torch::arange(L, torch::kLong).view({1, 1, L});
   const auto mask = (key_pos <= positions.unsqueeze(-1)).unsqueeze(1);
-  return impl_->run(input_ids, positions, mask, &cache, slots, /*want_logits=*/true);
+  return impl_->run(input_ids, positions, mask, &cache, slots, /*want_logits=*/true, last_logits_only);
 }
 
 KVCache::KVCache(const ModelArch& a, int64_t slots_, int64_t max_len_, at::ScalarType dtype)

@@ -15,9 +15,11 @@ struct Rope {
 // so torch::nn's constructor-time kaiming init would be wasted work on billions of weights.
 struct LinearImpl : torch::nn::Module {
   LinearImpl(int64_t in, int64_t out, bool with_bias);
-  torch::Tensor forward(const torch::Tensor& x) const { return torch::linear(x, weight, bias); }
+  torch::Tensor forward(const torch::Tensor& x) const;
   torch::Tensor weight, bias;
 };
+// x @ wᵀ; for the few rows of a decode step as (w @ xᵀ)ᵀ, which spares MKL re-packing w on every call.
+torch::Tensor project(const torch::Tensor& x, const torch::Tensor& w);
 TORCH_MODULE(Linear);
 
 struct EmbeddingImpl : torch::nn::Module {
@@ -85,7 +87,7 @@ Rope make_rope(const torch::Tensor& inv_freq, const torch::Tensor& positions, to
 struct CausalLM::Impl {
   Impl(const ModelArch& a, at::ScalarType dt);
   ForwardOutput run(const torch::Tensor& input_ids, const torch::Tensor& positions, const torch::Tensor& mask,
-                    KVCache* cache, const torch::Tensor& slots, bool want_logits);
+                    KVCache* cache, const torch::Tensor& slots, bool want_logits, bool last_logits_only = false);
   ModelArch arch;
   at::ScalarType dtype;
   CausalLMModule module;

@@ -46,8 +46,8 @@ std::pair<at::Tensor, at::Tensor> sample_tokens(const at::Tensor& logits, const 
   }
   const int64_t V = l.size(1);
   const auto logp = torch::log_softmax(l / p.temperature, -1);
-  // Filters work on fp64 probabilities so the cumulative sums below are exact enough to be reproducible.
-  auto probs = logp.to(torch::kDouble).exp();
+  // The cumulative sums below run in fp64, so tiny probabilities keep their share of the CDF.
+  auto probs = logp.exp().to(torch::kDouble);
   if (p.top_k > 0 && p.top_k < V) {
     const auto kth = std::get<0>(probs.topk(p.top_k, -1)).select(1, p.top_k - 1).unsqueeze(1);
     probs = torch::where(probs >= kth, probs, torch::zeros_like(probs));  // ties at the k-th value stay, as HF
@@ -162,8 +162,9 @@ std::vector<Sample> Generator::generate(const std::vector<Prompt>& prompts, cons
         auto it = prefixes.find(i);
         if (it == prefixes.end()) {
           const auto ids = torch::tensor(std::vector<int64_t>(prompts[i].ids.begin(), prompts[i].ids.end())).unsqueeze(0);
-          const auto out = model_.forward_cached(ids, torch::arange(len).unsqueeze(0), torch::tensor({s}), cache);
-          Prefix pre{{}, {}, out.logits[0][len - 1].clone(), params.n};
+          const auto out = model_.forward_cached(ids, torch::arange(len).unsqueeze(0), torch::tensor({s}), cache,
+                                                 /*last_logits_only=*/true);
+          Prefix pre{{}, {}, out.logits[0][0].clone(), params.n};
           if (params.n > 1) {
             for (int64_t l = 0; l < arch.num_layers; ++l) {
               pre.k.push_back(cache.k[l][s].narrow(1, 0, len).clone());
@@ -185,31 +186,42 @@ std::vector<Sample> Generator::generate(const std::vector<Prompt>& prompts, cons
         if (!append(a, tok.item<int64_t>(), lp.item<float>())) active[s] = std::move(a);
       }
     }
-    std::vector<int64_t> rows;
-    for (int64_t s = 0; s < slots; ++s)
-      if (active[s]) rows.push_back(s);
-    if (rows.empty()) break;
+    // Keep the active sequences in slots 0..B-1: move the last one into each hole (one slot's cache copied
+    // per finished sequence), so the decode step reads the cache as a view instead of gathering it.
+    int64_t B = 0;
+    for (int64_t s = 0; s < slots; ++s) {
+      if (!active[s]) continue;
+      if (s != B) {
+        for (int64_t l = 0; l < arch.num_layers; ++l) {
+          cache.k[l][B].copy_(cache.k[l][s]);
+          cache.v[l][B].copy_(cache.v[l][s]);
+        }
+        active[B] = std::move(active[s]);
+        active[s].reset();
+      }
+      ++B;
+    }
+    if (B == 0) break;
 
     // One decode step for every active slot.
-    const int64_t B = static_cast<int64_t>(rows.size());
     std::vector<int64_t> last(B), pos(B);
     std::vector<double> u(B, 0.0);
     for (int64_t b = 0; b < B; ++b) {
-      Active& a = *active[rows[b]];
+      Active& a = *active[b];
       last[b] = results[a.result].tokens.back();
       pos[b] = a.pos;
       if (!params.is_greedy()) u[b] = uniform01(a.rng);
     }
     const auto logits = model_.forward_cached(torch::tensor(last).view({B, 1}), torch::tensor(pos).view({B, 1}),
-                                              torch::tensor(rows), cache)
+                                              torch::arange(B), cache)
                             .logits.select(1, 0);
     const auto [tok, lp] = sample_tokens(logits, params, torch::tensor(u, torch::kDouble));
     const auto tok_a = tok.accessor<int64_t, 1>();
     const auto lp_a = lp.accessor<float, 1>();
     for (int64_t b = 0; b < B; ++b) {
-      Active& a = *active[rows[b]];
+      Active& a = *active[b];
       ++a.pos;
-      if (append(a, tok_a[b], lp_a[b])) active[rows[b]].reset();
+      if (append(a, tok_a[b], lp_a[b])) active[b].reset();
     }
   }
   return results;

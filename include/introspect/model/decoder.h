@@ -53,9 +53,10 @@ class CausalLM {
                                bool want_logits = true) const;
   // Incremental forward: input_ids [B, t] continue the sequences held in cache rows `slots` [B] at positions
   // [B, t]; their keys and values are written into the cache, and each token attends to its slot's cache up to
-  // its own position.
+  // its own position. With last_logits_only, logits are computed for the last position of each row only
+  // ([B, 1, vocab]), which is all a prefill needs.
   ForwardOutput forward_cached(const at::Tensor& input_ids, const at::Tensor& positions, const at::Tensor& slots,
-                               KVCache& cache) const;
+                               KVCache& cache, bool last_logits_only = false) const;
 
   at::Tensor lm_head_weight() const;  // [vocab, hidden]; the embedding when tied
   std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;

@@ -1,5 +1,7 @@
 // The decoder modules. Parameter names follow HF exactly (model.layers.N.self_attn.q_proj.weight, ...), so
 // named_parameters() is the checkpoint's tensor list.
+#include <ATen/Context.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -17,7 +19,33 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
   if (with_bias) bias = register_parameter("bias", torch::empty({out}));
 }
 
-torch::Tensor project(const torch::Tensor& x, const torch::Tensor& w) {
+namespace {
+// oneDNN's prepacked linear, the ops Inductor's CPU weight freezing uses; called boxed through the dispatcher.
+bool onednn_available() {
+  static const bool ok = at::hasMKLDNN() &&
+                         c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""}).has_value() &&
+                         c10::Dispatcher::singleton().findSchema({"mkldnn::_reorder_linear_weight", ""}).has_value();
+  return ok;
+}
+}  // namespace
+
+void PackedWeight::pack(const torch::Tensor& w, int64_t batch_hint) {
+  if (!onednn_available() || w.scalar_type() != torch::kFloat) return;
+  static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_reorder_linear_weight", "");
+  torch::jit::Stack stack{w.detach(), c10::IValue(batch_hint)};
+  op.callBoxed(&stack);
+  data = stack[0].toTensor();
+  version = static_cast<int64_t>(w._version());
+}
+
+torch::Tensor project(const torch::Tensor& x, const torch::Tensor& w, const PackedWeight& packed) {
+  if (!torch::GradMode::is_enabled() && packed.current(w) && x.scalar_type() == torch::kFloat) {
+    static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
+    torch::jit::Stack stack{x.contiguous(), packed.data, c10::IValue(), c10::IValue("none"),
+                            c10::IValue(c10::List<std::optional<at::Scalar>>()), c10::IValue()};
+    op.callBoxed(&stack);
+    return stack[0].toTensor();
+  }
   const auto rows = x.reshape({-1, x.size(-1)});
   if (rows.size(0) > 128 || !rows.is_contiguous()) return torch::matmul(x, w.t());
   auto out_shape = x.sizes().vec();
@@ -26,7 +54,7 @@ torch::Tensor project(const torch::Tensor& x, const torch::Tensor& w) {
 }
 
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) const {
-  auto y = project(x, weight);
+  auto y = project(x, weight, packed);
   return bias.defined() ? y + bias : y;
 }
 
@@ -210,6 +238,13 @@ const ModelArch& CausalLM::arch() const { return impl_->arch; }
 at::ScalarType CausalLM::dtype() const { return impl_->dtype; }
 void CausalLM::set_activation_checkpointing(bool on) { impl_->checkpointing = on; }
 
+void CausalLM::pack_for_inference(int64_t batch_hint) const {
+  for (auto& m : impl_->module->modules(/*include_self=*/false)) {
+    if (auto* lin = m->as<LinearImpl>()) lin->packed.pack(lin->weight, batch_hint);
+  }
+  impl_->packed_head.pack(lm_head_weight(), batch_hint);
+}
+
 at::Tensor CausalLM::lm_head_weight() const {
   const auto& m = *impl_->module;
   return m.lm_head.is_empty() ? m.model->embed_tokens->weight : m.lm_head->weight;
@@ -263,7 +298,7 @@ ForwardOutput CausalLM::Impl::run(const torch::Tensor& input_ids, const torch::T
   if (want_logits) {
     const auto w = module->lm_head.is_empty() ? backbone.embed_tokens->weight : module->lm_head->weight;
     const auto h = last_logits_only ? out.hidden.narrow(1, out.hidden.size(1) - 1, 1).contiguous() : out.hidden;
-    out.logits = project(h, w);
+    out.logits = project(h, w, packed_head);
   }
   return out;
 }

@@ -7,6 +7,14 @@
 
 namespace introspect::model {
 
+// A weight reordered once into oneDNN's blocked layout, valid while the weight's version counter is unchanged.
+struct PackedWeight {
+  torch::Tensor data;
+  int64_t version = -1;
+  void pack(const torch::Tensor& w, int64_t batch_hint);
+  bool current(const torch::Tensor& w) const { return data.defined() && static_cast<int64_t>(w._version()) == version; }
+};
+
 struct Rope {
   torch::Tensor cos, sin;  // [B, 1, T, head_dim]
 };
@@ -17,9 +25,11 @@ struct LinearImpl : torch::nn::Module {
   LinearImpl(int64_t in, int64_t out, bool with_bias);
   torch::Tensor forward(const torch::Tensor& x) const;
   torch::Tensor weight, bias;
+  PackedWeight packed;  // for inference; ignored once the weight changes
 };
-// x @ wᵀ; for the few rows of a decode step as (w @ xᵀ)ᵀ, which spares MKL re-packing w on every call.
-torch::Tensor project(const torch::Tensor& x, const torch::Tensor& w);
+// x @ wᵀ. Without grad and with a current packed copy of w, through oneDNN's prepacked linear; otherwise, for
+// the few rows of a decode step, as (w @ xᵀ)ᵀ, which spares MKL re-packing w on every call.
+torch::Tensor project(const torch::Tensor& x, const torch::Tensor& w, const PackedWeight& packed);
 TORCH_MODULE(Linear);
 
 struct EmbeddingImpl : torch::nn::Module {
@@ -93,6 +103,7 @@ struct CausalLM::Impl {
   CausalLMModule module;
   torch::Tensor inv_freq;
   bool checkpointing = false;
+  PackedWeight packed_head;  // lm_head (or the tied embedding) for inference
 };
 
 }  // namespace introspect::model

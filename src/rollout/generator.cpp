@@ -107,6 +107,7 @@ std::vector<Sample> Generator::generate(const std::vector<Prompt>& prompts, cons
   std::vector<Sample> results(total);
   if (total == 0) return results;
   model::KVCache cache(arch, slots, max_len, model_.dtype());
+  model_.pack_for_inference(slots);
   const std::set<int32_t> stop_ids(params.stop_token_ids.begin(), params.stop_token_ids.end());
   std::set<int32_t> eos;
   for (const auto id : arch.eos_token_ids) eos.insert(static_cast<int32_t>(id));

@@ -62,6 +62,10 @@ class CausalLM {
   std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
   std::vector<at::Tensor> parameters() const;
   void set_activation_checkpointing(bool on);
+  // Reorders the projection weights once for fast inference (oneDNN's prepacked linear, when the LibTorch has
+  // it). Used only with grad disabled, and a packed copy is ignored as soon as its weight changes, so training
+  // never reads a stale one; call again after an update to re-pack.
+  void pack_for_inference(int64_t batch_hint) const;
 
  private:
   struct Impl;

@@ -296,3 +296,21 @@ TEST_F(ModelTest, BadCheckpointsNameTheFileAndTensor) {
   std::ofstream(cut / "model.safetensors", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
   EXPECT_THAT(load_error(cut), HasSubstr("model.safetensors: tensor '"));
 }
+
+TEST_F(ModelTest, PackedInferenceWeightsNeverGoStale) {
+  auto m = random_model(tiny("qwen3"));
+  const auto seq = at::randint(0, 97, {2, 5}, at::kLong);
+  c10::NoGradGuard g;
+  const auto before = m.forward_padded(seq, at::ones_like(seq)).logits;
+  m.pack_for_inference(2);
+  EXPECT_LT(max_abs(m.forward_padded(seq, at::ones_like(seq)).logits, before), 1e-4) << "packed path, same weights";
+  // An in-place update (what an optimizer step does) must be seen at once, packed copy or not.
+  for (auto& [name, p] : m.named_parameters())
+    if (p.dim() == 2) p.mul_(1.5);
+  const auto after = m.forward_padded(seq, at::ones_like(seq)).logits;
+  ScratchDir dir;
+  m.save(dir.path());
+  const auto fresh = CausalLM::load(dir.path());  // never packed
+  EXPECT_LT(max_abs(after, fresh.forward_padded(seq, at::ones_like(seq)).logits), 1e-5);
+  EXPECT_GT(max_abs(after, before), 1e-2);
+}

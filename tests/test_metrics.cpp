@@ -68,3 +68,16 @@ TEST(MetricsWriter, UnwritablePathIsAClearError) {
     EXPECT_NE(std::string(e.what()).find("/proc/introspect-no"), std::string::npos) << e.what();
   }
 }
+
+#include "introspect/io/log.h"
+
+TEST(Log, RunLogFileGetsDebugLinesTheConsoleDoesNot) {
+  ScratchDir dir;
+  const auto file = dir.path() / "run" / "introspect.log";
+  introspect::log::init("warn", file);
+  introspect::log::debug("debug detail ", 42);
+  introspect::log::info("step ", 7, " done");  // info flushes the file
+  const std::string text = read_file(file);
+  EXPECT_NE(text.find("debug detail 42"), std::string::npos) << text;
+  EXPECT_NE(text.find("[info] step 7 done"), std::string::npos) << text;
+}

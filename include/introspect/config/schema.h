@@ -55,6 +55,8 @@ struct DataConfig {
   std::string eval_path;
   std::string prompt_field = "problem";
   std::string answer_field = "answer";
+  std::string answer_extract = "none";
+  bool skip_malformed = false;
   std::string prompt_template = "{problem}";
   std::string system_prompt;
   std::string chat_template = "auto";
@@ -68,6 +70,10 @@ struct DataConfig {
     v.field("eval_path", eval_path, "Held-out set, same format as train_path");
     v.field("prompt_field", prompt_field, "Field holding the problem text");
     v.field("answer_field", answer_field, "Field holding the ground-truth answer");
+    v.choice("answer_extract", answer_extract,
+             "How the answer is taken from its field: as is, the last \\boxed{} (e.g. a solution), or after GSM8K's ####",
+             {"none", "boxed", "gsm8k"});
+    v.field("skip_malformed", skip_malformed, "Skip and count malformed dataset rows instead of stopping at the first");
     v.field("prompt_template", prompt_template, "User message; {problem} is replaced by the prompt field");
     v.field("system_prompt", system_prompt, "System message; empty for none");
     v.choice("chat_template", chat_template,

@@ -22,7 +22,9 @@ TEST(Dataset, EveryShippedDataConfigLoadsItsSharedFile) {
     DatasetOptions o{cfg.data.prompt_field, cfg.data.answer_field, cfg.data.answer_extract, cfg.data.prompt_template,
                      cfg.data.skip_malformed};
     const auto d = Dataset::load(root / rel, o);
-    if (!cfg.data.skip_malformed) EXPECT_EQ(d.skipped, 0) << entry.path();
+    if (!cfg.data.skip_malformed) {
+      EXPECT_EQ(d.skipped, 0) << entry.path();
+    }
     EXPECT_LE(d.skipped, 4) << entry.path();
     EXPECT_GE(d.problems.size(), 30u) << entry.path();
     for (const auto& p : d.problems) {

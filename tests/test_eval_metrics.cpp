@@ -65,9 +65,13 @@ TEST(MajorityAtK, MatchesABruteForceCount) {
       }
     }
     const bool got = majority_correct(answers, correct, k, 7);
-    if (best == 0) EXPECT_FALSE(got);
-    else if (holders == 1) EXPECT_EQ(got, right_count == 1);
-    else if (right_count == 0) EXPECT_FALSE(got);  // a tie among wrong answers stays wrong
+    if (best == 0) {
+      EXPECT_FALSE(got);
+    } else if (holders == 1) {
+      EXPECT_EQ(got, right_count == 1);
+    } else if (right_count == 0) {
+      EXPECT_FALSE(got);  // a tie among wrong answers stays wrong
+    }
     EXPECT_EQ(got, majority_correct(answers, correct, k, 7)) << "ties are broken deterministically by the seed";
   }
 }

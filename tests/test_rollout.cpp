@@ -267,7 +267,9 @@ TEST_F(RolloutTest, SampledFrequenciesMatchTheFilteredSoftmax) {
     for (const auto& s : samples) ++counts[s.tokens[0]];
     const auto expected = reference_distribution(logits, p);
     for (size_t t = 0; t < counts.size(); ++t) {
-      if (expected[t] == 0) EXPECT_EQ(counts[t], 0) << "token " << t << " was filtered out but sampled";
+      if (expected[t] == 0) {
+        EXPECT_EQ(counts[t], 0) << "token " << t << " was filtered out but sampled";
+      }
     }
     int df = 0;
     const double stat = chi_square(counts, expected, p.n, df);

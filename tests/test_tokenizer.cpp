@@ -131,7 +131,9 @@ TEST(Utf8, InvalidInputEncodesAsItsReplacement) {
   const Tokenizer& qwen = tokenizer("qwen3/tokenizer.json");
   const auto ids = qwen.encode("\xe4\xbd\xa0");  // one CJK character
   EXPECT_EQ(qwen.decode(ids), "\xe4\xbd\xa0");
-  if (ids.size() > 1) EXPECT_EQ(qwen.decode({ids[0]}), "\xEF\xBF\xBD");
+  if (ids.size() > 1) {
+    EXPECT_EQ(qwen.decode({ids[0]}), "\xEF\xBF\xBD");
+  }
 }
 
 TEST(Tokenizer, LoadErrorsNameThePath) {

@@ -7,12 +7,16 @@
 namespace introspect::model {
 namespace {
 
+// Outputs log p(target) and the entropy of softmax(logits / T) per row. The entropy costs one more pass over
+// each chunk's probabilities, which are already in cache.
 struct ChunkedLogProb : public torch::autograd::Function<ChunkedLogProb> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor hidden, torch::Tensor weight,
-                               torch::Tensor targets, double temperature, int64_t chunk) {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, torch::Tensor hidden,
+                                                torch::Tensor weight, torch::Tensor targets, double temperature,
+                                                int64_t chunk) {
     const int64_t n = hidden.size(0);
     const auto w = weight.to(torch::kFloat);
     auto out = torch::empty({n}, hidden.options().dtype(torch::kFloat));
+    auto entropy = torch::empty({n}, hidden.options().dtype(torch::kFloat));
     auto lse = torch::empty({n}, hidden.options().dtype(torch::kFloat));
     for (int64_t s = 0; s < n; s += chunk) {
       const int64_t len = std::min(chunk, n - s);
@@ -20,32 +24,41 @@ struct ChunkedLogProb : public torch::autograd::Function<ChunkedLogProb> {
       const auto l = torch::logsumexp(logits, -1);
       lse.narrow(0, s, len).copy_(l);
       out.narrow(0, s, len).copy_(logits.gather(1, targets.narrow(0, s, len).unsqueeze(1)).squeeze(1) - l);
+      const auto probs = torch::exp(logits - l.unsqueeze(1));
+      entropy.narrow(0, s, len).copy_(l - (probs * logits).sum(-1));
     }
-    ctx->save_for_backward({hidden, weight, targets, lse});
+    ctx->save_for_backward({hidden, weight, targets, lse, entropy});
     ctx->saved_data["temperature"] = temperature;
     ctx->saved_data["chunk"] = chunk;
-    return out;
+    return {out, entropy};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_out) {
     const auto saved = ctx->get_saved_variables();
-    const auto &hidden = saved[0], &weight = saved[1], &targets = saved[2], &lse = saved[3];
+    const auto &hidden = saved[0], &weight = saved[1], &targets = saved[2], &lse = saved[3], &entropy = saved[4];
     const double temperature = ctx->saved_data["temperature"].toDouble();
     const int64_t chunk = ctx->saved_data["chunk"].toInt();
-    const auto g = grad_out[0].to(torch::kFloat);
-    const auto w = weight.to(torch::kFloat);
     const int64_t n = hidden.size(0);
+    const auto g_logp = grad_out[0].defined() ? grad_out[0].to(torch::kFloat) : torch::zeros({n}, lse.options());
+    const bool want_entropy = grad_out[1].defined();
+    const auto w = weight.to(torch::kFloat);
     auto grad_hidden = torch::empty(hidden.sizes(), hidden.options().dtype(torch::kFloat));
     auto grad_weight = torch::zeros(w.sizes(), w.options());
     for (int64_t s = 0; s < n; s += chunk) {
       const int64_t len = std::min(chunk, n - s);
       const auto h = hidden.narrow(0, s, len).to(torch::kFloat);
       const auto logits = torch::matmul(h, w.t()) / temperature;
-      // d logp / d logits = onehot(target) - softmax; scaled by the incoming gradient and 1/T.
-      auto dlogits = -torch::exp(logits - lse.narrow(0, s, len).unsqueeze(1));
-      dlogits.scatter_add_(1, targets.narrow(0, s, len).unsqueeze(1), torch::ones({len, 1}, dlogits.options()));
-      dlogits.mul_(g.narrow(0, s, len).unsqueeze(1) / temperature);
+      const auto logp_all = logits - lse.narrow(0, s, len).unsqueeze(1);
+      const auto probs = torch::exp(logp_all);
+      // d logp(y) / d z = onehot(y) - p;  d H / d z = -p * (log p + H). Both then scale by 1/T.
+      auto dlogits = probs * (-g_logp.narrow(0, s, len).unsqueeze(1));
+      dlogits.scatter_add_(1, targets.narrow(0, s, len).unsqueeze(1), g_logp.narrow(0, s, len).unsqueeze(1));
+      if (want_entropy) {
+        const auto g_h = grad_out[1].to(torch::kFloat).narrow(0, s, len).unsqueeze(1);
+        dlogits.sub_(probs * (logp_all + entropy.narrow(0, s, len).unsqueeze(1)) * g_h);
+      }
+      dlogits.div_(temperature);
       grad_hidden.narrow(0, s, len).copy_(torch::matmul(dlogits, w));
       grad_weight.addmm_(dlogits.t(), h);
     }
@@ -54,15 +67,28 @@ struct ChunkedLogProb : public torch::autograd::Function<ChunkedLogProb> {
   }
 };
 
-}  // namespace
-
-at::Tensor chunked_token_logprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
-                                  double temperature, int64_t chunk) {
+void check_logprob_args(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
+                        double temperature, int64_t chunk) {
   TORCH_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),
               "chunked_token_logprobs: hidden [N, H] and weight [V, H] expected");
   TORCH_CHECK(targets.dim() == 1 && targets.size(0) == hidden.size(0), "chunked_token_logprobs: targets [N] expected");
   TORCH_CHECK(temperature > 0 && chunk > 0, "chunked_token_logprobs: temperature and chunk must be positive");
-  return ChunkedLogProb::apply(hidden, weight, targets, temperature, chunk);
+}
+
+}  // namespace
+
+at::Tensor chunked_token_logprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
+                                  double temperature, int64_t chunk) {
+  check_logprob_args(hidden, weight, targets, temperature, chunk);
+  return ChunkedLogProb::apply(hidden, weight, targets, temperature, chunk)[0];
+}
+
+std::pair<at::Tensor, at::Tensor> chunked_token_logprobs_entropy(const at::Tensor& hidden, const at::Tensor& weight,
+                                                                 const at::Tensor& targets, double temperature,
+                                                                 int64_t chunk) {
+  check_logprob_args(hidden, weight, targets, temperature, chunk);
+  auto out = ChunkedLogProb::apply(hidden, weight, targets, temperature, chunk);
+  return {out[0], out[1]};
 }
 
 }  // namespace introspect::model

@@ -78,5 +78,9 @@ class CausalLM {
 // tensor ever exists. hidden [N, H], weight [V, H], targets [N] int64.
 at::Tensor chunked_token_logprobs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
                                   double temperature = 1.0, int64_t chunk = 1024);
+// The same log-probs plus each row's entropy of softmax(logits / temperature), both differentiable.
+std::pair<at::Tensor, at::Tensor> chunked_token_logprobs_entropy(const at::Tensor& hidden, const at::Tensor& weight,
+                                                                 const at::Tensor& targets, double temperature = 1.0,
+                                                                 int64_t chunk = 1024);
 
 }  // namespace introspect::model

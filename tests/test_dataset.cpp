@@ -20,7 +20,7 @@ TEST(Dataset, EveryShippedDataConfigLoadsItsSharedFile) {
     const auto cfg = introspect::config::load(entry.path());
     const std::string rel = cfg.data.train_path.empty() ? cfg.data.eval_path : cfg.data.train_path;
     DatasetOptions o{cfg.data.prompt_field, cfg.data.answer_field, cfg.data.answer_extract, cfg.data.prompt_template,
-                     cfg.data.skip_malformed};
+                     cfg.data.skip_malformed, ""};
     const auto d = Dataset::load(root / rel, o);
     if (!cfg.data.skip_malformed) {
       EXPECT_EQ(d.skipped, 0) << entry.path();
@@ -38,17 +38,17 @@ TEST(Dataset, EveryShippedDataConfigLoadsItsSharedFile) {
 
 TEST(Dataset, AnswersFromSolutionsAndGsm8k) {
   const std::filesystem::path math = std::string(INTROSPECT_SHARED_DIR) + "/data/math";
-  const auto gsm = Dataset::load(math / "gsm8k/test.jsonl", {"question", "answer", "gsm8k", "{problem}", false});
+  const auto gsm = Dataset::load(math / "gsm8k/test.jsonl", {"question", "answer", "gsm8k", "{problem}", false, ""});
   EXPECT_EQ(gsm.problems[0].answer, "18");  // Janet's ducks
-  const auto full = Dataset::load(math / "math_full/test.jsonl", {"problem", "solution", "boxed", "{problem}", false});
+  const auto full = Dataset::load(math / "math_full/test.jsonl", {"problem", "solution", "boxed", "{problem}", false, ""});
   EXPECT_EQ(full.problems.size(), 5000u);
-  const auto m500 = Dataset::load(math / "math500/test.jsonl", {"problem", "solution", "boxed", "{problem}", false});
-  const auto given = Dataset::load(math / "math500/test.jsonl", {"problem", "answer", "none", "{problem}", false});
+  const auto m500 = Dataset::load(math / "math500/test.jsonl", {"problem", "solution", "boxed", "{problem}", false, ""});
+  const auto given = Dataset::load(math / "math500/test.jsonl", {"problem", "answer", "none", "{problem}", false, ""});
   // The answer field of MATH500 is the last \boxed{} of its solution: the extractor must agree on (nearly) all.
   int same = 0;
   for (size_t i = 0; i < given.problems.size(); ++i) same += m500.problems[i].answer == given.problems[i].answer;
   EXPECT_GE(same, 490) << "of 500";
-  const auto amc = Dataset::load(math / "amc23/test.jsonl", {"problem", "answer", "none", "{problem}", false});
+  const auto amc = Dataset::load(math / "amc23/test.jsonl", {"problem", "answer", "none", "{problem}", false, ""});
   EXPECT_EQ(amc.problems[0].answer, "27.0");
 }
 

@@ -12,4 +12,17 @@ struct GenerateOptions {
 };
 int generate(const GenerateOptions& options);
 
+struct TrainOptions {
+  std::string config, out, resume;
+  std::vector<std::string> overrides;
+};
+int train(const TrainOptions& options);
+
+struct VerifyOptions {
+  std::string cases;       // JSONL of {"gold": ..., "pred": ...}
+  double timeout_s = 2.0;  // per line
+  bool extract = false;    // pred is a model response: its answer is extracted first
+};
+int verify(const VerifyOptions& options);
+
 }  // namespace introspect::cli

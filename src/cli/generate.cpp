@@ -15,19 +15,16 @@
 #include "introspect/io/progress.h"
 #include "introspect/model/decoder.h"
 #include "introspect/rollout/generator.h"
-#include "introspect/tokenizer/chat_template.h"
+#include "introspect/tokenizer/prompt_format.h"
 #include "introspect/tokenizer/tokenizer.h"
 
 namespace introspect::cli {
 namespace {
 
 // {"prompt": text} rows go through the chat template; {"prompt_ids": [...]} rows are used as they are.
-// tok may be null when the checkpoint has no tokenizer: then only prompt_ids rows are accepted. The chat
-// template is resolved on the first text prompt, so id-only files need none.
-std::vector<rollout::Prompt> read_prompts(const std::string& path, const config::Config& cfg,
-                                          const tokenizer::Tokenizer* tok,
-                                          const std::function<tokenizer::ChatTemplate()>& resolve_template) {
-  std::optional<tokenizer::ChatTemplate> tmpl;
+// `format` is called on the first text prompt only, so id-only files need no tokenizer or template.
+std::vector<rollout::Prompt> read_prompts(const std::string& path,
+                                          const std::function<const tokenizer::PromptFormatter*()>& format) {
   std::ifstream in(path);
   if (!in) throw std::runtime_error(path + ": cannot open the prompts file");
   std::vector<rollout::Prompt> prompts;
@@ -46,13 +43,9 @@ std::vector<rollout::Prompt> read_prompts(const std::string& path, const config:
       if (!row["prompt_ids"].is_array()) throw std::runtime_error(where + "prompt_ids must be an array of token ids");
       p.ids = row["prompt_ids"].get<std::vector<int32_t>>();
     } else if (row.contains("prompt") && row["prompt"].is_string()) {
-      if (!tok) throw std::runtime_error(where + "a text prompt needs a tokenizer (--tokenizer), or give prompt_ids");
-      std::vector<tokenizer::ChatMessage> messages;
-      if (!cfg.data.system_prompt.empty()) messages.push_back({"system", cfg.data.system_prompt, std::nullopt});
-      messages.push_back({"user", row["prompt"].get<std::string>(), std::nullopt});
-      if (!tmpl) tmpl = resolve_template();
-      const bool add_special = tmpl->name() == "plain" || tmpl->name() == "custom";  // chat templates carry their own
-      p.ids = tok->encode(tmpl->render(messages, /*add_generation_prompt=*/true, cfg.data.enable_thinking), add_special);
+      const auto* formatter = format();
+      if (!formatter) throw std::runtime_error(where + "a text prompt needs a tokenizer (--tokenizer), or give prompt_ids");
+      p.ids = formatter->encode(row["prompt"].get<std::string>());
     } else {
       throw std::runtime_error(where + "expected a \"prompt\" string or a \"prompt_ids\" array");
     }
@@ -76,11 +69,11 @@ int generate(const GenerateOptions& o) {
                                std::filesystem::exists(o.model + "/tokenizer.model");
     std::unique_ptr<tokenizer::Tokenizer> tok;
     if (has_tokenizer) tok = tokenizer::Tokenizer::load(tok_path);
-    const auto prompts = read_prompts(o.prompts, cfg, tok.get(), [&] {
-      const std::string name = o.chat_template.empty() ? cfg.data.chat_template : o.chat_template;
-      return name == "auto" ? tokenizer::ChatTemplate::from_checkpoint(tok_path)
-                            : tokenizer::ChatTemplate::by_name(name, cfg.data.custom_chat_template,
-                                                               tok->bos_id() ? tok->decode({*tok->bos_id()}) : "");
+    std::optional<tokenizer::PromptFormatter> formatter;
+    const auto prompts = read_prompts(o.prompts, [&]() -> const tokenizer::PromptFormatter* {
+      if (!tok) return nullptr;
+      if (!formatter) formatter.emplace(cfg.data, *tok, tok_path, o.chat_template);
+      return &*formatter;
     });
     const auto model = model::CausalLM::load(o.model, cfg.model.dtype == "bf16" ? at::kBFloat16 : at::kFloat);
 

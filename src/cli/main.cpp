@@ -130,12 +130,33 @@ int main(int argc, char** argv) {
   bool greedy = false;
   generate_cmd->add_flag("--greedy", greedy, "Greedy decoding (rollout.temperature=0)");
 
+  introspect::cli::TrainOptions train_opts;
+  auto* train_cmd = app.add_subcommand(
+      "train", "Train from a config (GRPO or SFT); without --config, run the built-in demo (SFT warm start, then GRPO)");
+  train_cmd->add_option("--config", train_opts.config, "YAML config")->check(CLI::ExistingFile);
+  train_cmd->add_option("--out", train_opts.out, "Run folder (overrides run.out_dir)");
+  train_cmd->add_option("--resume", train_opts.resume, "auto: continue from the latest complete checkpoint");
+  train_cmd->add_option("overrides", train_opts.overrides, "Dotted overrides such as train.total_steps=200");
+
+  introspect::cli::VerifyOptions verify_opts;
+  auto* verify_cmd = app.add_subcommand(
+      "verify", "Check math answers: {\"gold\", \"pred\"} JSONL lines in, {\"equal\": true|false} lines out");
+  verify_cmd->add_option("--cases", verify_opts.cases, "JSONL with gold and pred per line")
+      ->required()
+      ->check(CLI::ExistingFile);
+  verify_cmd->add_option("--timeout", verify_opts.timeout_s, "Seconds per line before it counts as not equal")
+      ->check(CLI::PositiveNumber);
+  verify_cmd->add_flag("--extract", verify_opts.extract,
+                       "pred is a whole model response: compare the answer it gives (boxed, \"the answer is\", ...)");
+
   CLI11_PARSE(app, argc, argv);
   introspect::log::init("info");
 
   if (check->parsed()) return config_check(check_file, check_overrides);
   if (docs->parsed()) return config_docs(docs_out);
   if (tokenize_cmd->parsed()) return tokenize(tokenizer_path, add_special, decode, skip_special);
+  if (verify_cmd->parsed()) return introspect::cli::verify(verify_opts);
+  if (train_cmd->parsed()) return introspect::cli::train(train_opts);
   if (generate_cmd->parsed()) {
     for (const auto& [key, value] : gen_flags)
       if (!value.empty()) gen.overrides.push_back(key + "=" + value);

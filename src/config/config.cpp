@@ -511,10 +511,14 @@ Config load(const fs::path& file, const std::vector<std::string>& overrides) {
 
 Config from_overrides(const std::vector<std::string>& overrides) {
   Config config;
+  apply_overrides(config, overrides);
+  return config;
+}
+
+void apply_overrides(Config& config, const std::vector<std::string>& overrides) {
   std::vector<ConfigIssue> issues;
   apply_overrides(config, overrides, issues);
   throw_if_any(issues);
-  return config;
 }
 
 void apply_yaml_text(Config& config, const std::string& yaml_text, const std::string& source_name) {

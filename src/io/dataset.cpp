@@ -55,6 +55,12 @@ Problem make_problem(const json& row, const DatasetOptions& o) {
     p.answer = trim(*raw_answer);
   }
   if (p.answer.empty()) throw std::invalid_argument("empty answer in field '" + o.answer_field + "'");
+  if (!o.response_field.empty()) {
+    const auto target = field_text(row, o.response_field);
+    if (!target) throw std::invalid_argument("missing or non-text response field '" + o.response_field + "'");
+    p.target = *target;
+  }
+  p.row = row;
   return p;
 }
 

@@ -446,4 +446,6 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::filesystem::path& path, 
   return std::make_unique<HfBpeTokenizer>(path, config);
 }
 
+const std::string& byte_level_symbol(uint8_t byte) { return alphabet().byte_to_text[byte]; }
+
 }  // namespace introspect::tokenizer

@@ -34,6 +34,8 @@ class ConfigError : public std::runtime_error {
 Config load(const std::filesystem::path& file, const std::vector<std::string>& overrides = {});
 // The defaults with overrides applied.
 Config from_overrides(const std::vector<std::string>& overrides);
+// Applies dotted overrides to an existing tree. Throws ConfigError.
+void apply_overrides(Config& config, const std::vector<std::string>& overrides);
 // Applies one YAML document to `config`; `source_name` names it in errors. Throws ConfigError.
 void apply_yaml_text(Config& config, const std::string& yaml_text, const std::string& source_name);
 

@@ -56,6 +56,7 @@ struct DataConfig {
   std::string prompt_field = "problem";
   std::string answer_field = "answer";
   std::string answer_extract = "none";
+  std::string response_field = "solution";
   bool skip_malformed = false;
   std::string prompt_template = "{problem}";
   std::string system_prompt;
@@ -73,6 +74,7 @@ struct DataConfig {
     v.choice("answer_extract", answer_extract,
              "How the answer is taken from its field: as is, the last \\boxed{} (e.g. a solution), or after GSM8K's ####",
              {"none", "boxed", "gsm8k"});
+    v.field("response_field", response_field, "train.mode=sft: field holding the target response");
     v.field("skip_malformed", skip_malformed, "Skip and count malformed dataset rows instead of stopping at the first");
     v.field("prompt_template", prompt_template, "User message; {problem} is replaced by the prompt field");
     v.field("system_prompt", system_prompt, "System message; empty for none");
@@ -129,6 +131,13 @@ struct AlgoConfig {
   bool use_kl_loss = false;
   double kl_loss_coef = 0.001;
   std::string kl_loss_type = "low_var_kl";
+  bool use_kl_in_reward = false;
+  double kl_in_reward_coef = 0.001;
+  std::string kl_in_reward_type = "k1";
+  double loss_scale_factor = 0.0;
+  bool epsilon_inside_sqrt = false;
+  bool dynamic_sampling = false;
+  int64_t max_gen_batches = 10;
 
   void visit(ConfigVisitor& v) {
     v.choice("adv_estimator", adv_estimator, "Advantage estimator", {"grpo", "drgrpo", "rloo"});
@@ -137,6 +146,7 @@ struct AlgoConfig {
              {"unbiased", "population"});
     v.field("adv_epsilon", adv_epsilon, "Added to the group std before dividing (verl 1e-6, TRL 1e-4)",
             Range::at_least(0));
+    v.field("epsilon_inside_sqrt", epsilon_inside_sqrt, "Divide by sqrt(var + adv_epsilon) instead of std + adv_epsilon");
     v.field("clip_ratio_low", clip_ratio_low, "PPO clip: ratio floor is 1 - clip_ratio_low", Range::closed(0, 1));
     v.field("clip_ratio_high", clip_ratio_high, "PPO clip: ratio ceiling is 1 + clip_ratio_high (DAPO uses 0.28)",
             Range::at_least(0));
@@ -146,7 +156,18 @@ struct AlgoConfig {
     v.field("entropy_coeff", entropy_coeff, "Entropy bonus weight", Range::at_least(0));
     v.field("use_kl_loss", use_kl_loss, "Add a KL penalty against a frozen reference copy of the policy");
     v.field("kl_loss_coef", kl_loss_coef, "KL penalty weight", Range::at_least(0));
-    v.choice("kl_loss_type", kl_loss_type, "KL estimator", {"k1", "k2", "k3", "low_var_kl"});
+    v.choice("kl_loss_type", kl_loss_type, "KL estimator of the loss; a trailing + takes k2's gradient",
+             {"k1", "k2", "k3", "low_var_kl", "k1+", "k3+", "low_var_kl+"});
+    v.field("use_kl_in_reward", use_kl_in_reward,
+            "Subtract kl_in_reward_coef x KL(old policy || reference) from each token's reward (verl's in-reward KL)");
+    v.field("kl_in_reward_coef", kl_in_reward_coef, "In-reward KL weight", Range::at_least(0));
+    v.choice("kl_in_reward_type", kl_in_reward_type, "In-reward KL estimator", {"k1", "abs", "k2", "k3", "low_var_kl"});
+    v.field("loss_scale_factor", loss_scale_factor,
+            "seq-mean-token-sum-norm's constant divisor (Dr.GRPO); 0 uses rollout.max_new_tokens", Range::at_least(0));
+    v.field("dynamic_sampling", dynamic_sampling,
+            "DAPO: drop groups whose rewards are all equal and generate more prompts until the step is full");
+    v.field("max_gen_batches", max_gen_batches, "Dynamic sampling: generation rounds per step at most; 0 means no limit",
+            Range::at_least(0));
   }
 };
 
@@ -166,10 +187,15 @@ struct TrainConfig {
   int64_t keep_last = 3;
   int64_t seed = 1;
   bool deterministic = false;
+  std::string old_logprob = "auto";
+  int64_t max_nonfinite_steps = 3;
+  int64_t eval_every = 0;
+  int64_t eval_n = 4;
+  int64_t eval_max_problems = 0;
 
   void visit(ConfigVisitor& v) {
     v.choice("mode", mode, "grpo (RL) or sft (cross-entropy on response tokens)", {"grpo", "sft"});
-    v.field("total_steps", total_steps, "Optimizer steps to run", Range::at_least(1));
+    v.field("total_steps", total_steps, "Training steps to run (each: generate, score, update)", Range::at_least(1));
     v.field("prompts_per_step", prompts_per_step, "Prompts sampled per step; sequences = prompts x rollout.n",
             Range::at_least(1));
     v.field("mini_batch_size", mini_batch_size, "Sequences per PPO update", Range::at_least(1));
@@ -178,13 +204,129 @@ struct TrainConfig {
     v.field("ppo_epochs", ppo_epochs, "Passes over each step's rollouts", Range::at_least(1));
     v.field("lr", lr, "AdamW learning rate", Range::above(0));
     v.field("weight_decay", weight_decay, "AdamW decoupled weight decay", Range::at_least(0));
-    v.field("warmup_steps", warmup_steps, "Linear warmup steps", Range::at_least(0));
+    v.field("warmup_steps", warmup_steps, "Training steps of linear warmup", Range::at_least(0));
     v.choice("lr_schedule", lr_schedule, "Schedule after warmup", {"constant", "cosine"});
     v.field("grad_clip", grad_clip, "Global gradient-norm clip; 0 disables it", Range::at_least(0));
     v.field("save_every", save_every, "Checkpoint every N steps; 0 saves only at the end", Range::at_least(0));
     v.field("keep_last", keep_last, "Checkpoints kept on disk", Range::at_least(1));
     v.field("seed", seed, "Seed for data order, sampling and init", Range::at_least(0));
-    v.field("deterministic", deterministic, "Bit-identical reruns on CPU (single-threaded reductions)");
+    v.field("deterministic", deterministic, "Bit-identical reruns and resumes on CPU (deterministic algorithms only)");
+    v.choice("old_logprob", old_logprob,
+             "PPO's old log-probs: auto takes the update's own forward when there is a single on-policy update and "
+             "recomputes otherwise; rollout reuses the sampler's",
+             {"auto", "recompute", "rollout"});
+    v.field("max_nonfinite_steps", max_nonfinite_steps,
+            "A step with a NaN/inf loss or gradient is skipped; training stops after this many in a row",
+            Range::at_least(1));
+    v.field("eval_every", eval_every, "Evaluate on data.eval_path every N steps (and at the end); 0 disables it",
+            Range::at_least(0));
+    v.field("eval_n", eval_n, "Samples per held-out problem (accuracy is their mean)", Range::at_least(1));
+    v.field("eval_max_problems", eval_max_problems, "Held-out problems used; 0 means all", Range::at_least(0));
+  }
+};
+
+struct MathRewardConfig {
+  double weight = 1.0;
+  std::string extract = "auto";
+  bool ignore_think = true;
+  double correct = 1.0;
+  double incorrect = 0.0;
+  double timeout_s = 2.0;
+
+  void visit(ConfigVisitor& v) {
+    v.field("weight", weight, "Weight of this module in the total reward");
+    v.choice("extract", extract,
+             "Where the answer is read: auto tries the last \\boxed{}, then ####, then 'the answer is', then the final $...$",
+             {"auto", "boxed", "gsm8k", "answer_is", "last_dollar"});
+    v.field("ignore_think", ignore_think, "Read the answer only after the last </think>");
+    v.field("correct", correct, "Score of a correct answer");
+    v.field("incorrect", incorrect, "Score of a wrong or missing answer");
+    v.field("timeout_s", timeout_s, "Time limit of one equivalence check; a check that runs out is wrong",
+            Range::above(0));
+  }
+};
+
+struct FormatRewardConfig {
+  double weight = 0.1;
+  std::string pattern = R"((?s)^(?:<think>.*</think>)?(?:(?!<think>).)*\\boxed\{.*\}(?:(?!<think>).)*$)";
+  double matched = 1.0;
+  double unmatched = 0.0;
+
+  void visit(ConfigVisitor& v) {
+    v.field("weight", weight, "Weight of this module in the total reward");
+    v.field("pattern", pattern, "PCRE2 pattern the whole response must match");
+    v.field("matched", matched, "Score when the response matches");
+    v.field("unmatched", unmatched, "Score when it does not");
+  }
+};
+
+struct OverlongRewardConfig {
+  double weight = 1.0;
+  int64_t buffer_len = 256;
+  double penalty_factor = 1.0;
+
+  void visit(ConfigVisitor& v) {
+    v.field("weight", weight, "Weight of this module in the total reward");
+    v.field("buffer_len", buffer_len,
+            "DAPO soft overlong penalty: responses longer than max_new_tokens - buffer_len lose linearly up to "
+            "penalty_factor",
+            Range::at_least(1));
+    v.field("penalty_factor", penalty_factor, "Largest penalty, reached at max_new_tokens", Range::at_least(0));
+  }
+};
+
+struct ExternalRewardConfig {
+  double weight = 1.0;
+  std::vector<std::string> command;
+  int64_t workers = 4;
+  double timeout_s = 30.0;
+  double failure_score = 0.0;
+
+  void visit(ConfigVisitor& v) {
+    v.field("weight", weight, "Weight of this module in the total reward");
+    v.field("command", command,
+            "Executable and arguments of a reward worker: reads one JSON request per stdin line, writes one "
+            "{\"reward\": x} line per request");
+    v.field("workers", workers, "Worker processes scoring in parallel", Range::at_least(1));
+    v.field("timeout_s", timeout_s, "Per-sample time limit; the worker is restarted and the sample scores failure_score",
+            Range::above(0));
+    v.field("failure_score", failure_score, "Score of a sample whose worker timed out, crashed or answered garbage");
+  }
+};
+
+struct RewardConfig {
+  std::vector<std::string> modules = {"math"};
+  MathRewardConfig math;
+  FormatRewardConfig format;
+  OverlongRewardConfig overlong;
+  ExternalRewardConfig external;
+
+  void visit(ConfigVisitor& v) {
+    v.field("modules", modules, "Reward modules summed with their weights: math, format, overlong, external");
+    v.section("math", "Answer correctness from the built-in math verifier", math);
+    v.section("format", "Whether the response has the expected shape", format);
+    v.section("overlong", "DAPO soft overlong length penalty (0 or negative)", overlong);
+    v.section("external", "A user executable speaking JSON lines, run as a worker pool", external);
+  }
+};
+
+// The built-in demo that `introspect train` runs without a config (see src/train/demo.cpp).
+struct DemoConfig {
+  int64_t sft_steps = 300;
+  int64_t grpo_steps = 60;
+  double label_noise = 0.4;
+  int64_t digits = 4;
+  int64_t train_problems = 2000;
+  int64_t heldout = 100;
+
+  void visit(ConfigVisitor& v) {
+    v.field("sft_steps", sft_steps, "Warm-start SFT steps on the noisy demonstrations", Range::at_least(1));
+    v.field("grpo_steps", grpo_steps, "GRPO steps after the warm start", Range::at_least(1));
+    v.field("label_noise", label_noise, "Fraction of demonstrations whose answer is wrong", Range::closed(0, 1));
+    v.field("digits", digits, "Problems reverse numbers of this many digits (1-9)", Range::closed(2, 12));
+    v.field("train_problems", train_problems, "Training numbers (the SFT demonstrations and the GRPO prompts)",
+            Range::at_least(1));
+    v.field("heldout", heldout, "Held-out numbers, never seen in training", Range::at_least(1));
   }
 };
 
@@ -197,6 +339,8 @@ struct Config {
   RolloutConfig rollout;
   AlgoConfig algo;
   TrainConfig train;
+  RewardConfig reward;
+  DemoConfig demo;
 
   void visit(ConfigVisitor& v) {
     v.section("run", "The run folder and process settings", run);
@@ -206,6 +350,8 @@ struct Config {
     v.section("rollout", "Generation (sampling) settings", rollout);
     v.section("algo", "Advantage, policy-loss and KL math", algo);
     v.section("train", "The training loop and optimizer", train);
+    v.section("reward", "Reward modules and their weights", reward);
+    v.section("demo", "The built-in demo run by `introspect train` without --config", demo);
   }
 };
 

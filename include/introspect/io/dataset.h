@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -17,6 +18,8 @@ struct Problem {
   std::string prompt;  // the prompt template applied to the prompt field
   std::string answer;  // the ground truth, extracted as configured
   std::string source;  // "file:line" (JSONL) or "file:#index" (JSON array), for messages
+  std::string target;  // the response field (SFT), when one was asked for
+  nlohmann::json row;  // the whole row, handed to reward modules as metadata
 };
 
 struct DatasetOptions {
@@ -25,6 +28,7 @@ struct DatasetOptions {
   std::string answer_extract = "none";  // none | boxed (last \boxed{} / \fbox{}) | gsm8k (text after "####")
   std::string prompt_template = "{problem}";  // {problem} is replaced by the prompt field
   bool skip_malformed = false;  // skip and count bad rows instead of failing on the first
+  std::string response_field;   // when set, each row must have it (SFT targets)
 };
 
 struct Dataset {

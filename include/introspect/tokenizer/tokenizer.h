@@ -47,4 +47,7 @@ class Tokenizer {
 // Replaces each maximal invalid UTF-8 subsequence with U+FFFD (Python's errors="replace" rule).
 std::string sanitize_utf8(std::string_view text);
 
+// GPT-2's byte-level alphabet: the vocabulary symbol that stands for a raw byte in byte-level BPE files.
+const std::string& byte_level_symbol(uint8_t byte);
+
 }  // namespace introspect::tokenizer

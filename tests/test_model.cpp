@@ -334,3 +334,26 @@ TEST_F(ModelTest, PackedInferenceWeightsNeverGoStale) {
   EXPECT_LT(max_abs(after, fresh.forward_padded(seq, at::ones_like(seq)).logits), 1e-5);
   EXPECT_GT(max_abs(after, before), 1e-2);
 }
+
+// G²RL's exact identity (spec §2.1/§2.3): per token, φ_t = T·∂log p(y_t)/∂h_t by autograd; their mean over a
+// sequence's tokens equals the factorised Φ = E_outᵀ(c − p̄) from the chunked pass.
+TEST_F(ModelTest, G2rlFeaturesEqualTheMeanHiddenStateGradient) {
+  at::manual_seed(5);
+  const double temperature = 0.8;
+  const auto hidden = at::randn({9, 16});
+  const auto weight = at::randn({29, 16}) * 0.5;
+  const auto targets = at::randint(0, 29, {9}, at::kLong);
+  const auto segments = at::tensor(std::vector<int64_t>{0, 0, 0, 0, 1, 1, 2, 2, 2});
+  const auto ours = chunked_logprobs_and_features(hidden, weight, targets, segments, 3, temperature, 4);
+  auto h = hidden.clone().requires_grad_(true);
+  const auto lp = at::log_softmax(at::matmul(h, weight.t()) / temperature, -1).gather(1, targets.unsqueeze(1));
+  lp.sum().backward();  // row t's gradient only flows from token t
+  const auto phi = h.grad() * temperature;
+  for (int64_t s = 0; s < 3; ++s) {
+    const auto rows = (segments == s).nonzero().squeeze(1);
+    const auto expected = phi.index_select(0, rows).mean(0);
+    const double rel = (ours.features[s] - expected).abs().max().item<double>() / expected.abs().max().item<double>();
+    EXPECT_LT(rel, 1e-5) << "sequence " << s;
+  }
+  EXPECT_LT(max_abs(ours.logp, lp.detach().squeeze(1)), 1e-5);
+}

@@ -91,4 +91,36 @@ std::pair<at::Tensor, at::Tensor> chunked_token_logprobs_entropy(const at::Tenso
   return {out[0], out[1]};
 }
 
+TokenFeatures chunked_logprobs_and_features(const at::Tensor& hidden, const at::Tensor& weight,
+                                            const at::Tensor& targets, const at::Tensor& segments,
+                                            int64_t num_segments, double temperature, int64_t chunk) {
+  check_logprob_args(hidden, weight, targets, temperature, chunk);
+  TORCH_CHECK(segments.dim() == 1 && segments.size(0) == hidden.size(0), "features: segments [N] expected");
+  c10::NoGradGuard no_grad;
+  const int64_t n = hidden.size(0), vocab = weight.size(0);
+  const auto w = weight.to(torch::kFloat);
+  const auto f32 = hidden.options().dtype(torch::kFloat);
+  TokenFeatures out;
+  out.logp = torch::empty({n}, f32);
+  out.entropy = torch::empty({n}, f32);
+  // Per sequence: the sum of the predicted distributions (fp32) and the histogram of realised tokens.
+  auto prob_sum = torch::zeros({num_segments, vocab}, f32);
+  for (int64_t s = 0; s < n; s += chunk) {
+    const int64_t len = std::min(chunk, n - s);
+    const auto logits = torch::matmul(hidden.narrow(0, s, len).to(torch::kFloat), w.t()) / temperature;
+    const auto lse = torch::logsumexp(logits, -1);
+    const auto tgt = targets.narrow(0, s, len);
+    out.logp.narrow(0, s, len).copy_(logits.gather(1, tgt.unsqueeze(1)).squeeze(1) - lse);
+    const auto probs = torch::exp(logits - lse.unsqueeze(1));
+    out.entropy.narrow(0, s, len).copy_(lse - (probs * logits).sum(-1));
+    prob_sum.index_add_(0, segments.narrow(0, s, len), probs);
+  }
+  auto residual = prob_sum.neg_();  // becomes histogram - sum of p, then divided by the token count
+  residual.index_put_({segments, targets}, torch::ones({n}, f32), /*accumulate=*/true);
+  const auto counts = torch::zeros({num_segments}, f32).index_add_(0, segments, torch::ones({n}, f32));
+  residual.div_(counts.clamp_min(1).unsqueeze(1));
+  out.features = torch::matmul(residual, w);  // Φ = E_outᵀ (c − p̄), [S, H]
+  return out;
+}
+
 }  // namespace introspect::model

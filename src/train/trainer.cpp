@@ -12,6 +12,7 @@
 
 #include "introspect/algo/core_algos.h"
 #include "introspect/config/config.h"
+#include "introspect/g2rl/g2rl.h"
 #include "introspect/core/runtime.h"
 #include "introspect/io/dataset.h"
 #include "introspect/io/log.h"
@@ -65,6 +66,7 @@ struct Sequence {
   bool correct = false, truncated = false;
   float advantage = 0;
   at::Tensor old_logp, ref_logp;  // [response length] when computed
+  at::Tensor features;            // G²RL's Φ [H], when enabled
 };
 
 // A right-padded micro-batch and where its response tokens sit.
@@ -127,6 +129,22 @@ TokenOutputs response_logprobs(const model::CausalLM& m, const MicroBatch& mb, d
     return torch::zeros({mb.rows * mb.width}, v.options()).index_copy(0, mb.token_slots, v).view({mb.rows, mb.width});
   };
   return {scatter(lp), scatter(ent)};
+}
+
+// The old-log-prob pass with G²RL's sequence features Φ [b, H] from the same chunks (no extra forward).
+std::pair<at::Tensor, at::Tensor> response_logprobs_features(const model::CausalLM& m, const MicroBatch& mb,
+                                                             double temperature, bool bf16) {
+  at::Tensor hidden;
+  {
+    AutocastScope autocast(bf16);
+    hidden = m.forward_padded(mb.ids, mb.attention, /*want_logits=*/false).hidden;
+  }
+  const auto flat = hidden.reshape({-1, hidden.size(-1)}).index_select(0, mb.hidden_rows);
+  const auto rows = torch::div(mb.token_slots, mb.width, "floor");
+  const auto f = model::chunked_logprobs_and_features(flat, m.lm_head_weight(), mb.targets, rows, mb.rows, temperature);
+  const auto grid =
+      torch::zeros({mb.rows * mb.width}).index_copy(0, mb.token_slots, f.logp).view({mb.rows, mb.width});
+  return {grid, f.features};
 }
 
 // Splits a [b, T] grid back into per-sequence vectors (for stored old / reference log-probs).
@@ -520,7 +538,8 @@ std::map<std::string, double> Trainer::grpo_step() {
 
   // 4. Old and reference log-probs, when the update's own forward cannot stand in for them.
   auto t0 = Clock::now();
-  const bool need_old_before = a.use_kl_in_reward;
+  const bool g2rl = cfg_.g2rl.enabled;
+  const bool need_old_before = a.use_kl_in_reward || g2rl;  // both change rewards before the advantages
   bool old_from_update = false;
   if (t.old_logprob == "rollout") {
     for (auto& q : seqs) q.old_logp = torch::tensor(q.rollout_logprobs);
@@ -530,7 +549,21 @@ std::map<std::string, double> Trainer::grpo_step() {
     c10::NoGradGuard no_grad;
     for (const auto& members : micro_batches) {
       const auto mb = make_micro(seqs, members);
-      store_rows(seqs, members, response_logprobs(*model_, mb, temperature, bf16_).logp, &Sequence::old_logp);
+      if (g2rl) {
+        const auto [grid, features] = response_logprobs_features(*model_, mb, temperature, bf16_);
+        store_rows(seqs, members, grid, &Sequence::old_logp);
+        for (size_t r = 0; r < members.size(); ++r) seqs[members[r]].features = features[static_cast<int64_t>(r)];
+      } else {
+        store_rows(seqs, members, response_logprobs(*model_, mb, temperature, bf16_).logp, &Sequence::old_logp);
+      }
+    }
+  }
+  if (g2rl && t.old_logprob == "rollout") {
+    // The sampler's log-probs skip the trainer forward; G²RL still needs one (forward only) for Φ.
+    c10::NoGradGuard no_grad;
+    for (const auto& members : micro_batches) {
+      const auto features = response_logprobs_features(*model_, make_micro(seqs, members), temperature, bf16_).second;
+      for (size_t r = 0; r < members.size(); ++r) seqs[members[r]].features = features[static_cast<int64_t>(r)];
     }
   }
   if (reference_) {
@@ -541,6 +574,27 @@ std::map<std::string, double> Trainer::grpo_step() {
     }
   }
   const double t_old = seconds_since(t0);
+
+  // G²RL: the verdicts as ±1, scaled by each response's novelty among its group's features.
+  if (g2rl) {
+    std::vector<at::Tensor> features;
+    std::vector<float> base;
+    std::vector<int64_t> groups;
+    for (const auto& q : seqs) {
+      features.push_back(q.features);
+      base.push_back(q.correct ? 1.f : -1.f);
+      groups.push_back(q.group);
+    }
+    g2rl::ShapingOptions o;
+    o.mode = cfg_.g2rl.mode;
+    o.lambda = cfg_.g2rl.lambda;
+    o.clip = cfg_.g2rl.clip;
+    o.nu_norm = cfg_.g2rl.nu_norm;
+    o.zero_var_groups = cfg_.g2rl.zero_var_groups;
+    const auto shaped =
+        g2rl::shape_rewards(torch::stack(features), torch::tensor(base), torch::tensor(groups), o, &m);
+    for (int64_t i = 0; i < N; ++i) seqs[i].score = shaped[i].item<double>();
+  }
 
   // In-reward KL (verl's apply_kl_penalty): the sequence's score loses coef x sum_t KL(old || ref).
   if (a.use_kl_in_reward) {

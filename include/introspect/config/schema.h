@@ -310,6 +310,32 @@ struct RewardConfig {
   }
 };
 
+// G²RL (../shared/research/g2rl.md): rewards scaled by how novel each response's final-layer gradient feature is
+// among its group. The paper's open choices are switches.
+struct G2rlConfig {
+  bool enabled = false;
+  std::string mode = "literal";
+  double lambda = 0.5;
+  double clip = 3.0;
+  std::string nu_norm = "minmax";
+  std::string zero_var_groups = "shape";
+
+  void visit(ConfigVisitor& v) {
+    v.field("enabled", enabled,
+            "Shape rewards by gradient novelty; the base reward is the verifier's verdict mapped to +1/-1");
+    v.choice("mode", mode,
+             "literal: r~ = r (1 + lambda r nu) as eq. 12 is written; prose: r~ = r (1 + lambda (2 nu - 1)), the "
+             "bounded scaler the paper's text describes",
+             {"literal", "prose"});
+    v.field("lambda", lambda, "Shaping strength", Range::at_least(0));
+    v.field("clip", clip, "Shaped rewards are clipped to [-clip, clip]", Range::above(0));
+    v.choice("nu_norm", nu_norm, "Novelty normalisation within the group", {"minmax", "none"});
+    v.choice("zero_var_groups", zero_var_groups,
+             "Groups whose base rewards are all equal: shape them as the paper does, or skip (keep r)",
+             {"shape", "skip"});
+  }
+};
+
 // The built-in demo that `introspect train` runs without a config (see src/train/demo.cpp).
 struct DemoConfig {
   int64_t sft_steps = 300;
@@ -340,6 +366,7 @@ struct Config {
   AlgoConfig algo;
   TrainConfig train;
   RewardConfig reward;
+  G2rlConfig g2rl;
   DemoConfig demo;
 
   void visit(ConfigVisitor& v) {
@@ -351,6 +378,7 @@ struct Config {
     v.section("algo", "Advantage, policy-loss and KL math", algo);
     v.section("train", "The training loop and optimizer", train);
     v.section("reward", "Reward modules and their weights", reward);
+    v.section("g2rl", "G2RL gradient-guided reward shaping", g2rl);
     v.section("demo", "The built-in demo run by `introspect train` without --config", demo);
   }
 };

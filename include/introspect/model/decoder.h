@@ -83,4 +83,17 @@ std::pair<at::Tensor, at::Tensor> chunked_token_logprobs_entropy(const at::Tenso
                                                                  const at::Tensor& targets, double temperature = 1.0,
                                                                  int64_t chunk = 1024);
 
+// G²RL's sequence features in the same chunked pass (no autograd): for sequence s, with c_s its normalised
+// token histogram and p̄_s its mean predicted distribution at `temperature`,
+//   Φ_s = weightᵀ (c_s − p̄_s)  [num_segments, H] fp32,
+// which equals the mean over its tokens of φ_t = T · ∂ log p(y_t) / ∂ h_t. p̄ accumulates chunk by chunk in fp32,
+// so only [num_segments × vocab] is held, never [N × vocab]. segments [N] maps rows to sequences.
+struct TokenFeatures {
+  at::Tensor logp, entropy;  // [N]
+  at::Tensor features;       // [num_segments, H]
+};
+TokenFeatures chunked_logprobs_and_features(const at::Tensor& hidden, const at::Tensor& weight,
+                                            const at::Tensor& targets, const at::Tensor& segments,
+                                            int64_t num_segments, double temperature = 1.0, int64_t chunk = 1024);
+
 }  // namespace introspect::model

@@ -9,23 +9,37 @@ namespace {
 
 // Outputs log p(target) and the entropy of softmax(logits / T) per row. The entropy costs one more pass over
 // each chunk's probabilities, which are already in cache.
+// Rows per chunk: `chunk` at most, and few enough that one [rows x vocab] fp32 block stays near 64 MB, so a
+// 152k-token vocabulary works in cache-sized pieces instead of gigabyte temporaries.
+int64_t rows_per_chunk(int64_t chunk, int64_t vocab) {
+  constexpr int64_t kElements = int64_t{1} << 24;
+  return std::max<int64_t>(1, std::min(chunk, kElements / std::max<int64_t>(vocab, 1)));
+}
+
+// Outputs log p(target) and the entropy of softmax(logits / T) per row. The entropy reuses the chunk's
+// probabilities; its gradient is computed only when a caller uses it.
 struct ChunkedLogProb : public torch::autograd::Function<ChunkedLogProb> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, torch::Tensor hidden,
                                                 torch::Tensor weight, torch::Tensor targets, double temperature,
                                                 int64_t chunk) {
+    ctx->set_materialize_grads(false);
     const int64_t n = hidden.size(0);
+    chunk = rows_per_chunk(chunk, weight.size(0));
     const auto w = weight.to(torch::kFloat);
     auto out = torch::empty({n}, hidden.options().dtype(torch::kFloat));
     auto entropy = torch::empty({n}, hidden.options().dtype(torch::kFloat));
     auto lse = torch::empty({n}, hidden.options().dtype(torch::kFloat));
     for (int64_t s = 0; s < n; s += chunk) {
       const int64_t len = std::min(chunk, n - s);
-      const auto logits = torch::matmul(hidden.narrow(0, s, len).to(torch::kFloat), w.t()) / temperature;
+      auto logits = torch::matmul(hidden.narrow(0, s, len).to(torch::kFloat), w.t());
+      if (temperature != 1.0) logits.div_(temperature);
       const auto l = torch::logsumexp(logits, -1);
       lse.narrow(0, s, len).copy_(l);
-      out.narrow(0, s, len).copy_(logits.gather(1, targets.narrow(0, s, len).unsqueeze(1)).squeeze(1) - l);
-      const auto probs = torch::exp(logits - l.unsqueeze(1));
-      entropy.narrow(0, s, len).copy_(l - (probs * logits).sum(-1));
+      auto logp_all = logits.sub_(l.unsqueeze(1));
+      out.narrow(0, s, len).copy_(logp_all.gather(1, targets.narrow(0, s, len).unsqueeze(1)).squeeze(1));
+      // H = -sum p log p as a batched dot product: no second [rows x vocab] temporary.
+      const auto p = logp_all.exp();
+      entropy.narrow(0, s, len).copy_(-torch::bmm(p.unsqueeze(1), logp_all.unsqueeze(2)).view({len}));
     }
     ctx->save_for_backward({hidden, weight, targets, lse, entropy});
     ctx->saved_data["temperature"] = temperature;
@@ -40,25 +54,30 @@ struct ChunkedLogProb : public torch::autograd::Function<ChunkedLogProb> {
     const double temperature = ctx->saved_data["temperature"].toDouble();
     const int64_t chunk = ctx->saved_data["chunk"].toInt();
     const int64_t n = hidden.size(0);
-    const auto g_logp = grad_out[0].defined() ? grad_out[0].to(torch::kFloat) : torch::zeros({n}, lse.options());
-    const bool want_entropy = grad_out[1].defined();
+    const bool want_logp = grad_out[0].defined(), want_entropy = grad_out[1].defined();
+    if (!want_logp && !want_entropy) return {torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    const auto g_logp = want_logp ? grad_out[0].to(torch::kFloat) : torch::zeros({n}, lse.options());
     const auto w = weight.to(torch::kFloat);
     auto grad_hidden = torch::empty(hidden.sizes(), hidden.options().dtype(torch::kFloat));
     auto grad_weight = torch::zeros(w.sizes(), w.options());
     for (int64_t s = 0; s < n; s += chunk) {
       const int64_t len = std::min(chunk, n - s);
       const auto h = hidden.narrow(0, s, len).to(torch::kFloat);
-      const auto logits = torch::matmul(h, w.t()) / temperature;
-      const auto logp_all = logits - lse.narrow(0, s, len).unsqueeze(1);
-      const auto probs = torch::exp(logp_all);
+      auto logits = torch::matmul(h, w.t());
+      if (temperature != 1.0) logits.div_(temperature);
+      auto logp_all = logits.sub_(lse.narrow(0, s, len).unsqueeze(1));
+      const auto g = g_logp.narrow(0, s, len).unsqueeze(1);
       // d logp(y) / d z = onehot(y) - p;  d H / d z = -p * (log p + H). Both then scale by 1/T.
-      auto dlogits = probs * (-g_logp.narrow(0, s, len).unsqueeze(1));
-      dlogits.scatter_add_(1, targets.narrow(0, s, len).unsqueeze(1), g_logp.narrow(0, s, len).unsqueeze(1));
+      at::Tensor dlogits;
       if (want_entropy) {
+        const auto p = logp_all.exp();
         const auto g_h = grad_out[1].to(torch::kFloat).narrow(0, s, len).unsqueeze(1);
-        dlogits.sub_(probs * (logp_all + entropy.narrow(0, s, len).unsqueeze(1)) * g_h);
+        dlogits = logp_all.add_(entropy.narrow(0, s, len).unsqueeze(1)).mul_(g_h).add_(g).mul_(p).neg_();
+      } else {
+        dlogits = logp_all.exp_().mul_(-g);
       }
-      dlogits.div_(temperature);
+      dlogits.scatter_add_(1, targets.narrow(0, s, len).unsqueeze(1), g);
+      if (temperature != 1.0) dlogits.div_(temperature);
       grad_hidden.narrow(0, s, len).copy_(torch::matmul(dlogits, w));
       grad_weight.addmm_(dlogits.t(), h);
     }
@@ -100,6 +119,7 @@ TokenFeatures chunked_logprobs_and_features(const at::Tensor& hidden, const at::
   const int64_t n = hidden.size(0), vocab = weight.size(0);
   const auto w = weight.to(torch::kFloat);
   const auto f32 = hidden.options().dtype(torch::kFloat);
+  chunk = rows_per_chunk(chunk, vocab);
   TokenFeatures out;
   out.logp = torch::empty({n}, f32);
   out.entropy = torch::empty({n}, f32);

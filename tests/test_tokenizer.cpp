@@ -151,11 +151,15 @@ TEST(Tokenizer, LoadErrorsNameThePath) {
   } catch (const std::exception& e) {
     EXPECT_THAT(e.what(), HasSubstr("tokenizer.json: not valid JSON"));
   }
+  // Ids past the vocabulary decode to nothing, as in HF tokenizers (checked there: decode([785, 151771, 1879])
+  // gives 'The world'); negative ids are an error.
+  EXPECT_EQ(tokenizer("qwen3/tokenizer.json").decode({785, 151771, 999999, 1879}),
+            tokenizer("qwen3/tokenizer.json").decode({785, 1879}));
   try {
-    tokenizer("qwen3/tokenizer.json").decode({999999});
+    tokenizer("qwen3/tokenizer.json").decode({-3});
     FAIL();
   } catch (const std::out_of_range& e) {
-    EXPECT_THAT(e.what(), HasSubstr("token id 999999"));
+    EXPECT_THAT(e.what(), HasSubstr("token id -3"));
   }
   // libtorch in the same process: the protobuf of sentencepiece and of LibTorch coexist.
   EXPECT_EQ(at::ones({2}).sum().item<float>(), 2.0f);

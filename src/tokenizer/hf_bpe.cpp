@@ -418,9 +418,10 @@ std::string HfBpeTokenizer::decode(const std::vector<int32_t>& ids, bool skip_sp
     bytes.clear();
   };
   for (const int32_t id : ids) {
-    if (id < 0 || id >= vocab_size() || id_to_token_[id].empty()) {
-      throw std::out_of_range(source_ + ": token id " + std::to_string(id) + " is not in the vocabulary");
-    }
+    if (id < 0) throw std::out_of_range(source_ + ": token id " + std::to_string(id) + " is negative");
+    // Ids past the tokenizer's vocabulary (a model's padded embedding rows, e.g. Qwen3's 151,669..151,935)
+    // decode to nothing, as HF tokenizers does: a random or early policy can sample them.
+    if (id >= vocab_size() || id_to_token_[id].empty()) continue;
     if (added_[id]) {
       flush();
       if (!(skip_special && special_[id])) out += id_to_token_[id];

@@ -16,13 +16,14 @@ EvalSummary evaluate(const rollout::Generator& generator, const tokenizer::Token
                      const tokenizer::PromptFormatter& format, const std::vector<io::Problem>& problems,
                      const rollout::SamplingParams& params, const config::MathRewardConfig& grading,
                      int64_t max_prompt_tokens, const std::vector<int64_t>& ks, uint64_t seed,
-                     std::vector<ProblemResult>* per_problem) {
+                     std::vector<ProblemResult>* per_problem, const std::function<void(int64_t)>& progress) {
   const auto start = std::chrono::steady_clock::now();
   std::vector<ProblemResult> results(problems.size());
   std::vector<rollout::Prompt> prompts;
   std::vector<size_t> prompt_problem;
   for (size_t i = 0; i < problems.size(); ++i) {
     results[i].index = static_cast<int64_t>(i);
+    results[i].source = problems[i].source;
     auto ids = format.encode(problems[i].prompt);
     results[i].prompt_tokens = static_cast<int64_t>(ids.size());
     if (results[i].prompt_tokens > max_prompt_tokens) {
@@ -32,7 +33,7 @@ EvalSummary evaluate(const rollout::Generator& generator, const tokenizer::Token
     prompts.push_back({std::move(ids), -1});
     prompt_problem.push_back(i);
   }
-  const auto samples = prompts.empty() ? std::vector<rollout::Sample>{} : generator.generate(prompts, params);
+  const auto samples = prompts.empty() ? std::vector<rollout::Sample>{} : generator.generate(prompts, params, progress);
 
   // Grading is CPU-bound string and algebra work: spread it over a few threads.
   std::vector<std::string> texts(samples.size()), answers(samples.size());
@@ -60,6 +61,8 @@ EvalSummary evaluate(const rollout::Generator& generator, const tokenizer::Token
     r.responses.push_back(texts[s]);
     r.answers.push_back(answers[s]);
     r.correct.push_back(correct[s] != 0);
+    r.response_tokens.push_back(static_cast<int64_t>(samples[s].tokens.size()));
+    r.finish.push_back(samples[s].finish);
     tokens += static_cast<double>(samples[s].tokens.size());
   }
   const int64_t n = params.n;

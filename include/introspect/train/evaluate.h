@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -22,8 +23,11 @@ namespace introspect::train {
 
 struct ProblemResult {
   int64_t index = 0;
+  std::string source;  // the problem's "file:line" (io::Problem::source)
   std::vector<std::string> responses, answers;  // answers: extracted and normalised ("" when none)
   std::vector<bool> correct;
+  std::vector<int64_t> response_tokens;       // per sample
+  std::vector<rollout::FinishReason> finish;  // per sample
   int64_t prompt_tokens = 0;
   bool skipped = false;  // the prompt exceeded the length limit
 };
@@ -37,11 +41,13 @@ struct EvalSummary {
 };
 
 // Samples params.n responses per problem. Problems whose prompt is longer than max_prompt_tokens are skipped and
-// counted. ks lists the k of pass@k and maj@k (each must be <= n; others are ignored).
+// counted. ks lists the k of pass@k and maj@k (each must be <= n; others are ignored). maj@k's ties are drawn
+// with seed + the problem's index. `progress` is called with the number of samples generated so far.
 EvalSummary evaluate(const rollout::Generator& generator, const tokenizer::Tokenizer& tok,
                      const tokenizer::PromptFormatter& format, const std::vector<io::Problem>& problems,
                      const rollout::SamplingParams& params, const config::MathRewardConfig& grading,
                      int64_t max_prompt_tokens, const std::vector<int64_t>& ks, uint64_t seed,
-                     std::vector<ProblemResult>* per_problem = nullptr);
+                     std::vector<ProblemResult>* per_problem = nullptr,
+                     const std::function<void(int64_t)>& progress = {});
 
 }  // namespace introspect::train

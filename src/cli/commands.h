@@ -1,6 +1,7 @@
 // Subcommands with more than a few lines each live in their own file under src/cli.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,25 @@ struct TrainOptions {
   std::vector<std::string> overrides;
 };
 int train(const TrainOptions& options);
+
+struct EvalOptions {
+  std::string model, data, config, out = "runs/eval", chat_template;
+  int64_t n = 0;      // samples per problem; 0: rollout.n from --config or an override, else 1
+  std::string ks;     // "1,4,16"; empty: 1, 2, 4, ... up to n, and n
+  int64_t limit = 0;  // the first `limit` problems only; 0 means all
+  std::vector<std::string> overrides;
+};
+int eval(const EvalOptions& options);
+
+struct AnalyzeGeometryOptions {
+  std::string model, data, config, out = "runs/g2rl-geometry", chat_template;
+  int64_t k = 8;          // responses per problem (sets rollout.n)
+  int64_t problems = 50;  // at most this many problems; 0 means all
+  int64_t bins = 20;      // histogram bins over [-1, 1]
+  bool shuffle = false;   // a seeded (rollout.seed) random subset instead of the first problems
+  std::vector<std::string> overrides;
+};
+int analyze_g2rl_geometry(const AnalyzeGeometryOptions& options);
 
 struct VerifyOptions {
   std::string cases;       // JSONL of {"gold": ..., "pred": ...}

@@ -138,6 +138,21 @@ int main(int argc, char** argv) {
   train_cmd->add_option("--resume", train_opts.resume, "auto: continue from the latest complete checkpoint");
   train_cmd->add_option("overrides", train_opts.overrides, "Dotted overrides such as train.total_steps=200");
 
+  introspect::cli::EvalOptions eval_opts;
+  auto* eval_cmd = app.add_subcommand(
+      "eval", "Sample n answers per problem and report pass@1, pass@k and maj@k (results.json, problems.jsonl)");
+  eval_cmd->add_option("--model", eval_opts.model, "HF checkpoint folder (default: model.path)");
+  eval_cmd->add_option("--data", eval_opts.data, "JSONL or JSON array, fields from data.* (default: data.eval_path)");
+  eval_cmd->add_option("--config", eval_opts.config, "YAML config (data.*, rollout.*, reward.math.*)")
+      ->check(CLI::ExistingFile);
+  eval_cmd->add_option("--n", eval_opts.n, "Samples per problem (default: rollout.n from --config or an override; 1)")
+      ->check(CLI::PositiveNumber);
+  eval_cmd->add_option("--k", eval_opts.ks, "k of pass@k and maj@k, e.g. 1,4,16 (default: 1, 2, 4, ... up to n, n)");
+  eval_cmd->add_option("--out", eval_opts.out, "Folder for results.json and problems.jsonl (default: runs/eval)");
+  eval_cmd->add_option("--template", eval_opts.chat_template, "Chat template: auto, qwen3, llama3, plain, custom");
+  eval_cmd->add_option("--limit", eval_opts.limit, "Evaluate the first N problems only")->check(CLI::PositiveNumber);
+  eval_cmd->add_option("overrides", eval_opts.overrides, "Dotted overrides such as rollout.temperature=0.6");
+
   introspect::cli::VerifyOptions verify_opts;
   auto* verify_cmd = app.add_subcommand(
       "verify", "Check math answers: {\"gold\", \"pred\"} JSONL lines in, {\"equal\": true|false} lines out");
@@ -149,6 +164,23 @@ int main(int argc, char** argv) {
   verify_cmd->add_flag("--extract", verify_opts.extract,
                        "pred is a whole model response: compare the answer it gives (boxed, \"the answer is\", ...)");
 
+  introspect::cli::AnalyzeGeometryOptions geo_opts;
+  auto* analyze_cmd = app.add_subcommand("analyze", "Analyses of a model's behaviour");
+  analyze_cmd->require_subcommand(1);
+  auto* geo_cmd = analyze_cmd->add_subcommand(
+      "g2rl-geometry", "G2RL gradient geometry: pairwise cos(Phi) of k responses per problem (geometry.json)");
+  geo_cmd->add_option("--model", geo_opts.model, "HF checkpoint folder (default: model.path)");
+  geo_cmd->add_option("--data", geo_opts.data, "JSONL or JSON array, fields from data.* (default: data.eval_path)");
+  geo_cmd->add_option("--config", geo_opts.config, "YAML config (data.*, rollout.*, reward.math.*)")
+      ->check(CLI::ExistingFile);
+  geo_cmd->add_option("--k", geo_opts.k, "Responses per problem (default 8)");
+  geo_cmd->add_option("--problems", geo_opts.problems, "At most this many problems, 0 for all (default 50)");
+  geo_cmd->add_flag("--shuffle", geo_opts.shuffle, "Pick a random subset (seed rollout.seed), not the first ones");
+  geo_cmd->add_option("--bins", geo_opts.bins, "Histogram bins over [-1, 1] (default 20)");
+  geo_cmd->add_option("--out", geo_opts.out, "Output folder (default: runs/g2rl-geometry)");
+  geo_cmd->add_option("--template", geo_opts.chat_template, "Chat template: auto, qwen3, llama3, plain, custom");
+  geo_cmd->add_option("overrides", geo_opts.overrides, "Dotted overrides such as rollout.temperature=0.8");
+
   CLI11_PARSE(app, argc, argv);
   introspect::log::init("info");
 
@@ -157,6 +189,8 @@ int main(int argc, char** argv) {
   if (tokenize_cmd->parsed()) return tokenize(tokenizer_path, add_special, decode, skip_special);
   if (verify_cmd->parsed()) return introspect::cli::verify(verify_opts);
   if (train_cmd->parsed()) return introspect::cli::train(train_opts);
+  if (eval_cmd->parsed()) return introspect::cli::eval(eval_opts);
+  if (geo_cmd->parsed()) return introspect::cli::analyze_g2rl_geometry(geo_opts);
   if (generate_cmd->parsed()) {
     for (const auto& [key, value] : gen_flags)
       if (!value.empty()) gen.overrides.push_back(key + "=" + value);

@@ -52,8 +52,12 @@ def prompts(shared, count):
 
 def run_trl(model_dir, rows, steps, threads, workdir):
     from datasets import Dataset
+    from math_verify import parse, verify
     from trl import GRPOConfig, GRPOTrainer
-    from trl.rewards import accuracy_reward
+
+    # TRL's own accuracy_reward expects chat-format completions; this is the same math-verify check on text.
+    def accuracy_reward(completions, solution, **kwargs):
+        return [float(verify(parse("$" + s + "$"), parse(c))) for c, s in zip(completions, solution)]
 
     torch.set_num_threads(threads)
     data = Dataset.from_list([{"prompt": r["prompt"], "solution": r["answer"]} for r in rows])

@@ -297,3 +297,36 @@ TEST(Demo, GrpoRaisesHeldOutAccuracy) {
   const double before = std::stod(m[1]), after = std::stod(m[2]);
   EXPECT_GT(after, before + 0.05) << r.output;
 }
+
+// model.dtype=bf16 computes under autocast while the weights and AdamW state stay fp32 (the master copy).
+TEST(Train, Bf16RunsKeepFp32MasterWeights) {
+  ScratchDir dir;
+  auto c = small_run(dir.path(), "sft");
+  c.model.dtype = "bf16";
+  c.train.total_steps = 2;
+  train::run(c);
+  const auto metrics = read_metrics(fs::path(c.run.out_dir) / "metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 2u);
+  EXPECT_TRUE(std::isfinite(metrics[1]["sft/loss"].get<double>()));
+  const auto before = introspect::model::CausalLM::load(c.model.path);
+  const auto after = introspect::model::CausalLM::load(fs::path(c.run.out_dir) / "export");
+  const auto header = read_file(fs::path(c.run.out_dir) / "export" / "model.safetensors").substr(0, 4096);
+  EXPECT_NE(header.find("\"F32\""), std::string::npos);
+  EXPECT_EQ(header.find("\"BF16\""), std::string::npos);
+  double moved = 0;
+  for (size_t i = 0; i < before.parameters().size(); ++i)
+    moved = std::max(moved, (before.parameters()[i] - after.parameters()[i]).abs().max().item<double>());
+  EXPECT_GT(moved, 0.0);
+  torch::serialize::InputArchive archive;
+  archive.load_from((fs::path(c.run.out_dir) / "checkpoints" / "step_2" / "optimizer.pt").string());
+  torch::optim::AdamW optimizer(after.parameters());
+  optimizer.load(archive);
+  int64_t fp32_states = 0;
+  for (const auto& [key, state] : optimizer.state()) {
+    const auto& s = static_cast<const torch::optim::AdamWParamState&>(*state);
+    EXPECT_EQ(s.exp_avg().scalar_type(), at::kFloat);
+    EXPECT_EQ(s.exp_avg_sq().scalar_type(), at::kFloat);
+    ++fp32_states;
+  }
+  EXPECT_EQ(fp32_states, static_cast<int64_t>(after.parameters().size()));
+}

@@ -125,15 +125,25 @@ TokenFeatures chunked_logprobs_and_features(const at::Tensor& hidden, const at::
   out.entropy = torch::empty({n}, f32);
   // Per sequence: the sum of the predicted distributions (fp32) and the histogram of realised tokens.
   auto prob_sum = torch::zeros({num_segments, vocab}, f32);
+  const auto seg = segments.to(torch::kCPU).contiguous();
+  const int64_t* seg_ids = seg.data_ptr<int64_t>();
   for (int64_t s = 0; s < n; s += chunk) {
     const int64_t len = std::min(chunk, n - s);
-    const auto logits = torch::matmul(hidden.narrow(0, s, len).to(torch::kFloat), w.t()) / temperature;
+    auto logits = torch::matmul(hidden.narrow(0, s, len).to(torch::kFloat), w.t());
+    if (temperature != 1.0) logits.div_(temperature);
     const auto lse = torch::logsumexp(logits, -1);
-    const auto tgt = targets.narrow(0, s, len);
-    out.logp.narrow(0, s, len).copy_(logits.gather(1, tgt.unsqueeze(1)).squeeze(1) - lse);
-    const auto probs = torch::exp(logits - lse.unsqueeze(1));
-    out.entropy.narrow(0, s, len).copy_(lse - (probs * logits).sum(-1));
-    prob_sum.index_add_(0, segments.narrow(0, s, len), probs);
+    auto logp_all = logits.sub_(lse.unsqueeze(1));
+    out.logp.narrow(0, s, len).copy_(logp_all.gather(1, targets.narrow(0, s, len).unsqueeze(1)).squeeze(1));
+    const auto probs = logp_all.exp();
+    out.entropy.narrow(0, s, len).copy_(-torch::bmm(probs.unsqueeze(1), logp_all.unsqueeze(2)).view({len}));
+    // Rows of one sequence are usually contiguous: sum each run with a parallel reduction rather than a
+    // row-by-row index_add.
+    for (int64_t a = 0; a < len;) {
+      int64_t b = a + 1;
+      while (b < len && seg_ids[s + b] == seg_ids[s + a]) ++b;
+      prob_sum[seg_ids[s + a]].add_(probs.narrow(0, a, b - a).sum(0));
+      a = b;
+    }
   }
   auto residual = prob_sum.neg_();  // becomes histogram - sum of p, then divided by the token count
   residual.index_put_({segments, targets}, torch::ones({n}, f32), /*accumulate=*/true);

@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "commands.h"
+#include "output.h"
 #include "introspect/config/config.h"
 #include "introspect/core/runtime.h"
 #include "introspect/g2rl/g2rl.h"
@@ -42,24 +43,6 @@ using nlohmann::ordered_json;
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-void write_atomic(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error(tmp.string() + ": cannot write");
-    out << text;
-    out.flush();
-    if (!out) throw std::runtime_error(tmp.string() + ": write failed (disk full?)");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw std::runtime_error(path.string() + ": cannot rename into place: " + ec.message());
-}
-
-std::string dump(const ordered_json& j, int indent = -1) {
-  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
-}
 
 // NaN (a statistic over no pairs) as JSON null.
 ordered_json number(double v) { return std::isfinite(v) ? ordered_json(v) : ordered_json(nullptr); }
@@ -184,16 +167,8 @@ int analyze_g2rl_geometry(const AnalyzeGeometryOptions& o) {
 
     const auto model = model::CausalLM::load(cfg.model.path, cfg.model.dtype == "bf16" ? at::kBFloat16 : at::kFloat);
     const auto& r = cfg.rollout;
-    rollout::SamplingParams params;
-    params.temperature = r.temperature;
-    params.top_p = r.top_p;
-    params.top_k = r.top_k;
-    params.min_p = r.min_p;
-    params.max_new_tokens = r.max_new_tokens;
+    auto params = rollout::sampling_params(r);
     params.n = k;
-    params.seed = static_cast<uint64_t>(r.seed);
-    params.stop = r.stop;
-    params.stop_token_ids.assign(r.stop_token_ids.begin(), r.stop_token_ids.end());
     // Φ at the sampling temperature (spec §2.3: "use the same T as sampling"); greedy sampling uses T = 1.
     const double feature_temperature = r.temperature > 0 ? r.temperature : 1.0;
 

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "output.h"
 #include "introspect/config/config.h"
 #include "introspect/core/runtime.h"
 #include "introspect/io/dataset.h"
@@ -56,25 +57,6 @@ std::vector<int64_t> default_ks(int64_t n) {
   for (int64_t k = 1; k < n; k *= 2) ks.push_back(k);
   ks.push_back(n);
   return ks;
-}
-
-// Writes `text` to `path` through a temporary file and a rename, so a reader never sees half a file.
-void write_atomic(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error(tmp.string() + ": cannot write");
-    out << text;
-    out.flush();
-    if (!out) throw std::runtime_error(tmp.string() + ": write failed (disk full?)");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw std::runtime_error(path.string() + ": cannot rename into place: " + ec.message());
-}
-
-std::string dump(const ordered_json& j, int indent = -1) {
-  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::string fixed(double v, int digits = 3) {
@@ -128,16 +110,8 @@ int eval(const EvalOptions& o) {
     const auto model = model::CausalLM::load(cfg.model.path, cfg.model.dtype == "bf16" ? at::kBFloat16 : at::kFloat);
 
     const auto& r = cfg.rollout;
-    rollout::SamplingParams params;
-    params.temperature = r.temperature;
-    params.top_p = r.top_p;
-    params.top_k = r.top_k;
-    params.min_p = r.min_p;
-    params.max_new_tokens = r.max_new_tokens;
+    auto params = rollout::sampling_params(r);
     params.n = n;
-    params.seed = static_cast<uint64_t>(r.seed);
-    params.stop = r.stop;
-    params.stop_token_ids.assign(r.stop_token_ids.begin(), r.stop_token_ids.end());
 
     // Create the output folder before the (long) generation, so an unwritable --out fails at once.
     const fs::path out = o.out.empty() ? fs::path("runs/eval") : fs::path(o.out);

@@ -78,16 +78,7 @@ int generate(const GenerateOptions& o) {
     const auto model = model::CausalLM::load(o.model, cfg.model.dtype == "bf16" ? at::kBFloat16 : at::kFloat);
 
     const auto& r = cfg.rollout;
-    rollout::SamplingParams params;
-    params.temperature = r.temperature;
-    params.top_p = r.top_p;
-    params.top_k = r.top_k;
-    params.min_p = r.min_p;
-    params.max_new_tokens = r.max_new_tokens;
-    params.n = r.n;
-    params.seed = static_cast<uint64_t>(r.seed);
-    params.stop = r.stop;
-    params.stop_token_ids.assign(r.stop_token_ids.begin(), r.stop_token_ids.end());
+    const auto params = rollout::sampling_params(r);
 
     std::ofstream out(o.out, std::ios::trunc);
     if (!out) throw std::runtime_error(o.out + ": cannot write");

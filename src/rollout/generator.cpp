@@ -9,6 +9,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "introspect/config/schema.h"
 #include "introspect/tokenizer/tokenizer.h"
 
 namespace introspect::rollout {
@@ -31,6 +32,20 @@ uint64_t splitmix64(uint64_t x) {
 }
 double uniform01(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
 }  // namespace
+
+SamplingParams sampling_params(const config::RolloutConfig& r) {
+  SamplingParams p;
+  p.temperature = r.temperature;
+  p.top_p = r.top_p;
+  p.top_k = r.top_k;
+  p.min_p = r.min_p;
+  p.max_new_tokens = r.max_new_tokens;
+  p.n = r.n;
+  p.seed = static_cast<uint64_t>(r.seed);
+  p.stop = r.stop;
+  p.stop_token_ids.assign(r.stop_token_ids.begin(), r.stop_token_ids.end());
+  return p;
+}
 
 uint64_t sample_seed(uint64_t seed, int64_t prompt_index, int64_t sample_index) {
   return splitmix64(splitmix64(splitmix64(seed) ^ static_cast<uint64_t>(prompt_index)) ^

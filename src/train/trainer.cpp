@@ -228,17 +228,8 @@ class Trainer {
 };
 
 rollout::SamplingParams Trainer::sampling(uint64_t seed) const {
-  const auto& r = cfg_.rollout;
-  rollout::SamplingParams p;
-  p.temperature = r.temperature;
-  p.top_p = r.top_p;
-  p.top_k = r.top_k;
-  p.min_p = r.min_p;
-  p.max_new_tokens = r.max_new_tokens;
-  p.n = r.n;
+  auto p = rollout::sampling_params(cfg_.rollout);
   p.seed = seed;
-  p.stop = r.stop;
-  p.stop_token_ids.assign(r.stop_token_ids.begin(), r.stop_token_ids.end());
   return p;
 }
 

@@ -15,6 +15,9 @@
 namespace introspect::tokenizer {
 class Tokenizer;
 }
+namespace introspect::config {
+struct RolloutConfig;
+}
 
 namespace introspect::rollout {
 
@@ -48,6 +51,9 @@ struct Sample {
   std::vector<float> logprobs;
   FinishReason finish = FinishReason::kLength;
 };
+
+// The rollout.* keys as sampling parameters (n, seed, limits, filters, stops).
+SamplingParams sampling_params(const config::RolloutConfig& rollout);
 
 // Picks next tokens for a batch. logits [B, V]; uniforms [B] in [0, 1), one per row from that row's own RNG.
 // Returns (tokens [B] int64, logprobs [B] fp32). Filters apply in HF's order: temperature, top-k, top-p, min-p,

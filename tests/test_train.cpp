@@ -330,3 +330,42 @@ TEST(Train, Bf16RunsKeepFp32MasterWeights) {
   }
   EXPECT_EQ(fp32_states, static_cast<int64_t>(after.parameters().size()));
 }
+
+// KL against a frozen reference, in the loss and in the reward: zero while the policy is the reference, positive
+// once an update moved it. The overlong module gives varied rewards even to an untrained model.
+TEST(Train, KlAgainstTheReferenceStartsAtZeroAndGrows) {
+  ScratchDir dir;
+  auto c = small_run(dir.path(), "grpo");
+  c.reward.modules = {"overlong"};
+  c.reward.overlong.buffer_len = 5;
+  c.algo.use_kl_loss = true;
+  c.algo.kl_loss_type = "low_var_kl";
+  c.algo.use_kl_in_reward = true;
+  c.train.total_steps = 3;
+  c.train.lr = 1e-2;
+  train::run(c);
+  const auto metrics = read_metrics(fs::path(c.run.out_dir) / "metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 3u);
+  EXPECT_EQ(metrics[0]["actor/kl"].get<double>(), 0.0);
+  // The no-grad pass reads the policy's prepacked inference weights: equal to the reference's up to rounding.
+  EXPECT_LT(std::abs(metrics[0]["reward/kl_in_reward"].get<double>()), 1e-6);
+  EXPECT_GT(metrics[0]["actor/grad_norm"].get<double>(), 0.0);
+  EXPECT_GT(metrics[2]["actor/kl"].get<double>(), 0.0);
+  EXPECT_GT(std::abs(metrics[2]["reward/kl_in_reward"].get<double>()), 1e-4);
+}
+
+// DAPO dynamic sampling: zero-variance groups are dropped and more prompts drawn, up to algo.max_gen_batches.
+TEST(Train, DynamicSamplingDropsZeroVarianceGroupsUpToTheLimit) {
+  ScratchDir dir;
+  auto c = small_run(dir.path(), "grpo");  // an untrained model: every answer is wrong, every group zero-variance
+  c.algo.dynamic_sampling = true;
+  c.algo.max_gen_batches = 3;
+  c.train.total_steps = 1;
+  train::run(c);
+  const auto metrics = read_metrics(fs::path(c.run.out_dir) / "metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 1u);
+  EXPECT_EQ(metrics[0]["rollout/gen_batches"].get<double>(), 3.0);
+  EXPECT_EQ(metrics[0]["rollout/zero_std_group_frac"].get<double>(), 1.0);
+  EXPECT_EQ(metrics[0]["train/empty_step"].get<double>(), 1.0);
+  EXPECT_EQ(metrics[0]["data/epoch"].get<double>(), 0.0);
+}

@@ -17,8 +17,9 @@ int train(const TrainOptions& o) {
     if (o.config.empty()) {
       const auto r = train::run_demo(o.overrides, o.out.empty() ? "runs/demo" : o.out, resume);
       std::printf("held-out accuracy: before %.3f after %.3f\n", r.accuracy_before, r.accuracy_after);
-      std::printf("checkpoint: %s\nexport: %s\nplots: python3 scripts/plot_metrics.py %s\n", r.checkpoint.c_str(),
-                  r.export_dir.c_str(), (r.run_dir / "grpo").c_str());
+      // Plots need matplotlib, which lives in the project venv (scripts/demo.sh runs this for you).
+      std::printf("checkpoint: %s\nexport: %s\nplots: ~/.cache/introspect/venv/bin/python scripts/plot_metrics.py %s\n",
+                  r.checkpoint.c_str(), r.export_dir.c_str(), (r.run_dir / "grpo").c_str());
       return 0;
     }
     auto cfg = config::load(o.config, o.overrides);

@@ -124,12 +124,7 @@ int analyze_g2rl_geometry(const AnalyzeGeometryOptions& o) {
     log::init(cfg.log.level);
     core::init_torch(cfg.run.threads);
     const auto start = Clock::now();
-    io::DatasetOptions dopt;
-    dopt.prompt_field = cfg.data.prompt_field;
-    dopt.answer_field = cfg.data.answer_field;
-    dopt.answer_extract = cfg.data.answer_extract;
-    dopt.prompt_template = cfg.data.prompt_template;
-    dopt.skip_malformed = cfg.data.skip_malformed;
+    const auto dopt = io::dataset_options(cfg.data);
     const auto dataset = io::Dataset::load(cfg.data.eval_path, dopt);
     if (dataset.skipped) log::warn(cfg.data.eval_path, ": skipped ", dataset.skipped, " malformed rows");
 

@@ -94,12 +94,7 @@ int eval(const EvalOptions& o) {
 
     log::init(cfg.log.level);
     core::init_torch(cfg.run.threads);
-    io::DatasetOptions dopt;
-    dopt.prompt_field = cfg.data.prompt_field;
-    dopt.answer_field = cfg.data.answer_field;
-    dopt.answer_extract = cfg.data.answer_extract;
-    dopt.prompt_template = cfg.data.prompt_template;
-    dopt.skip_malformed = cfg.data.skip_malformed;
+    const auto dopt = io::dataset_options(cfg.data);
     auto dataset = io::Dataset::load(cfg.data.eval_path, dopt);
     if (dataset.skipped) log::warn(cfg.data.eval_path, ": skipped ", dataset.skipped, " malformed rows");
     if (o.limit > 0 && static_cast<int64_t>(dataset.problems.size()) > o.limit)

@@ -1,5 +1,7 @@
 #include "introspect/io/dataset.h"
 
+#include "introspect/config/schema.h"
+
 #include <algorithm>
 #include <cctype>
 #include <fstream>
@@ -174,6 +176,16 @@ void EpochSampler::restore(const Cursor& c) {
   if (c.offset < 0 || c.offset > size_ || c.epoch < 0) throw std::invalid_argument("EpochSampler: bad cursor");
   cursor_ = c;
   build_order();
+}
+
+DatasetOptions dataset_options(const config::DataConfig& d) {
+  DatasetOptions o;
+  o.prompt_field = d.prompt_field;
+  o.answer_field = d.answer_field;
+  o.answer_extract = d.answer_extract;
+  o.prompt_template = d.prompt_template;
+  o.skip_malformed = d.skip_malformed;
+  return o;
 }
 
 }  // namespace introspect::io

@@ -260,12 +260,7 @@ void Trainer::setup() {
 void Trainer::load_data() {
   const auto& d = cfg_.data;
   if (d.train_path.empty()) throw std::runtime_error("data.train_path is empty");
-  io::DatasetOptions o;
-  o.prompt_field = d.prompt_field;
-  o.answer_field = d.answer_field;
-  o.answer_extract = d.answer_extract;
-  o.prompt_template = d.prompt_template;
-  o.skip_malformed = d.skip_malformed;
+  auto o = io::dataset_options(d);
   if (cfg_.train.mode == "sft") o.response_field = d.response_field;
   train_set_ = io::Dataset::load(d.train_path, o);
   if (train_set_.skipped) log::warn(d.train_path, ": skipped ", train_set_.skipped, " malformed rows");

@@ -31,6 +31,15 @@ struct DatasetOptions {
   std::string response_field;   // when set, each row must have it (SFT targets)
 };
 
+}  // namespace introspect::io
+namespace introspect::config {
+struct DataConfig;
+}
+namespace introspect::io {
+
+// The data.* keys as loading options (response_field left empty: only SFT asks for it).
+DatasetOptions dataset_options(const config::DataConfig& data);
+
 struct Dataset {
   std::vector<Problem> problems;
   int64_t skipped = 0;  // malformed rows skipped (only with skip_malformed)

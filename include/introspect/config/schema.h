@@ -336,6 +336,105 @@ struct G2rlConfig {
   }
 };
 
+// MASA / MASA-efficient (../shared/research/masa.md): meta rollouts predict the pass rate, solution length and
+// notions of a prompt and are rewarded by how well those match the same step's solution rollouts. Choices the
+// spec marks as inferred are switches here.
+struct MasaExpertSftConfig {
+  bool enabled = false;
+  int64_t buffer_size = 64;
+  double lr = 1e-6;
+  double min_notion_score = 0.2;
+  std::string target_length = "median";
+
+  void visit(ConfigVisitor& v) {
+    v.field("enabled", enabled,
+            "Behaviour-clone the best-notion meta rollout of each prompt with its JSON corrected to the true "
+            "statistics (spec 3.5 recommended form)");
+    v.field("buffer_size", buffer_size, "Expert examples collected before one SFT step on them", Range::at_least(1));
+    v.field("lr", lr, "Learning rate of the expert SFT step (the RL optimizer is reused)", Range::above(0));
+    v.field("min_notion_score", min_notion_score, "Prompts whose best meta rollout's notion score is lower are skipped",
+            Range::unit());
+    v.choice("target_length", target_length,
+             "solution_length written into the corrected JSON: median or midpoint of the correct rollouts' lengths",
+             {"median", "midpoint"});
+  }
+};
+
+struct MasaConfig {
+  bool enabled = false;
+  int64_t meta_n = 8;
+  int64_t meta_max_new_tokens = 4096;
+  std::string meta_system_prompt = "You are a helpful assistant.";
+  std::string meta_prompt =
+      "Think step-by-step between <meta> and </meta>, ensuring comprehensive and detailed reasoning especially for "
+      "determining the pass_rate and solution_length values. For each component (math_notion, pass_rate, "
+      "solution_length), provide a comprehensive illustration or example during your reasoning in the <meta> "
+      "section to clarify how each value is decided. When determining math_notion, ensure that the notions listed "
+      "do not directly include the notions already written in the problem statement. After </meta>, return a JSON "
+      "object with three keys:\n- math_notion (list[str])\n- pass_rate (integer from 0 to 8)\n- solution_length "
+      "(integer from {min_length} to {max_length})\n\nProblem: {problem}";
+  int64_t min_solution_length = 128;
+  bool strict_parse = false;
+  double difficulty_base = 0.01;
+  std::string length_bounds = "inclusive";
+  std::string notion_exclude = "problem";
+  bool efficient = false;
+  int64_t efficient_start_step = 80;
+  double gate_sigma = 0.1;
+  double gate_min_valid_frac = 0.5;
+  double gate_audit_frac = 0.0;
+  double cutoff_scale = 2.0;
+  int64_t cutoff_min_tokens = 128;
+  bool notion_feed_in = false;
+  MasaExpertSftConfig expert_sft;
+
+  void visit(ConfigVisitor& v) {
+    v.field("enabled", enabled, "Add the meta path: meta rollouts per prompt, rewarded by self-alignment");
+    v.field("meta_n", meta_n, "Meta rollouts per prompt (M)", Range::at_least(1));
+    v.field("meta_max_new_tokens", meta_max_new_tokens, "Length limit of meta rollouts", Range::at_least(1));
+    v.field("meta_system_prompt", meta_system_prompt, "System message of the meta prompt (empty: none)");
+    v.field("meta_prompt", meta_prompt,
+            "User message of the meta prompt; {problem} is the solution prompt's user message, {max_length} is "
+            "rollout.max_new_tokens, {min_length} is min_solution_length");
+    v.field("min_solution_length", min_solution_length,
+            "Smallest solution_length the prompt allows; tolerant parsing clamps predictions into "
+            "[min_solution_length, rollout.max_new_tokens]",
+            Range::at_least(1));
+    v.field("strict_parse", strict_parse,
+            "Parse meta JSON as the official code does (regex for a compact math_notion-first object, no clamping); "
+            "false takes the last balanced JSON object after </meta>, any key order, values clamped");
+    v.field("difficulty_base", difficulty_base, "b of the difficulty reward b^|p - p_hat|", Range{0, 1, true, true});
+    v.choice("length_bounds", length_bounds,
+             "Length reward: predicted length inside [l_min, l_max] of the correct rollouts (inclusive, the paper) "
+             "or strictly inside (strict, the official code)",
+             {"inclusive", "strict"});
+    v.choice("notion_exclude", notion_exclude,
+             "Notions dropped before scoring: those inside the problem text (problem) or anywhere in the meta prompt "
+             "(meta_prompt, the official code)",
+             {"problem", "meta_prompt"});
+    v.field("efficient", efficient, "MASA-efficient: predictive gating and early cutoff after efficient_start_step");
+    v.field("efficient_start_step", efficient_start_step, "Steps of plain MASA before the efficient pipeline (k)",
+            Range::at_least(0));
+    v.field("gate_sigma", gate_sigma,
+            "Gate a prompt when the std of its predicted pass rates (on the 0-1 scale) is below this and their mean "
+            "rounds to 0 or 8 of 8",
+            Range::at_least(0));
+    v.field("gate_min_valid_frac", gate_min_valid_frac,
+            "Never gate unless at least this fraction of the prompt's meta rollouts parsed a pass rate",
+            Range::unit());
+    v.field("gate_audit_frac", gate_audit_frac,
+            "Fraction of gated prompts still rolled out (outside the update) to measure gating precision",
+            Range::unit());
+    v.field("cutoff_scale", cutoff_scale,
+            "Early cutoff: solution rollouts stop at this times the mean predicted length (0 turns cutoff off)",
+            Range::at_least(0));
+    v.field("cutoff_min_tokens", cutoff_min_tokens, "Smallest per-prompt cutoff", Range::at_least(1));
+    v.field("notion_feed_in", notion_feed_in,
+            "Append one meta rollout's predicted notions to the solution prompt as a hint (efficient phase)");
+    v.section("expert_sft", "Expert meta-trajectory SFT (MASA v1)", expert_sft);
+  }
+};
+
 // The built-in demo that `introspect train` runs without a config (see src/train/demo.cpp).
 struct DemoConfig {
   int64_t sft_steps = 300;
@@ -367,6 +466,7 @@ struct Config {
   TrainConfig train;
   RewardConfig reward;
   G2rlConfig g2rl;
+  MasaConfig masa;
   DemoConfig demo;
 
   void visit(ConfigVisitor& v) {
@@ -379,6 +479,7 @@ struct Config {
     v.section("train", "The training loop and optimizer", train);
     v.section("reward", "Reward modules and their weights", reward);
     v.section("g2rl", "G2RL gradient-guided reward shaping", g2rl);
+    v.section("masa", "MASA meta-awareness self-alignment and MASA-efficient", masa);
     v.section("demo", "The built-in demo run by `introspect train` without --config", demo);
   }
 };

@@ -24,6 +24,14 @@ struct Response {
   bool truncated = false;    // stopped by the length limit rather than EOS or a stop string
 };
 
+// The same prompt's solution rollouts of this step: what MASA's meta rollouts are judged against.
+struct SolutionEvidence {
+  std::string problem;              // the solution prompt's user message (notions inside it are excluded)
+  std::vector<std::string> texts;   // decoded responses
+  std::vector<int64_t> lengths;     // response tokens, EOS included
+  std::vector<bool> correct;        // the verifier's verdicts
+};
+
 // All responses to one prompt.
 struct Group {
   std::string prompt;        // the user message after the prompt template
@@ -31,6 +39,7 @@ struct Group {
   nlohmann::json metadata;   // the dataset row as read (any extra fields), or null
   int64_t max_new_tokens = 0;  // the length limit the responses were generated under
   std::vector<Response> responses;
+  std::shared_ptr<const SolutionEvidence> solutions;  // set for MASA meta groups only
 };
 
 struct Scores {

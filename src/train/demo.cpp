@@ -18,14 +18,19 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 namespace {
 
-// A byte-level BPE tokenizer.json without merges: one token per byte, plus an end-of-text token.
-void write_byte_tokenizer(const fs::path& dir) {
+// A byte-level BPE tokenizer.json without merges: one token per byte, an end-of-text token, then `added`
+// (non-special tokens matched before byte splitting).
+void write_byte_tokenizer(const fs::path& dir, const std::vector<std::string>& added) {
   json vocab = json::object();
   for (int b = 0; b < 256; ++b) vocab[tokenizer::byte_level_symbol(static_cast<uint8_t>(b))] = b;
+  auto added_token = [](int id, const std::string& content, bool special) {
+    return json{{"id", id},        {"content", content}, {"single_word", false}, {"lstrip", false},
+                {"rstrip", false}, {"normalized", false}, {"special", special}};
+  };
+  json added_tokens = json::array({added_token(256, "<|endoftext|>", true)});
+  for (size_t i = 0; i < added.size(); ++i) added_tokens.push_back(added_token(257 + static_cast<int>(i), added[i], false));
   const json tok{{"version", "1.0"},
-                 {"added_tokens", json::array({{{"id", 256}, {"content", "<|endoftext|>"}, {"single_word", false},
-                                                {"lstrip", false}, {"rstrip", false}, {"normalized", false},
-                                                {"special", true}}})},
+                 {"added_tokens", added_tokens},
                  {"normalizer", nullptr},
                  {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true},
                                     {"use_regex", true}}},
@@ -42,10 +47,10 @@ void write_byte_tokenizer(const fs::path& dir) {
       << "\n";
 }
 
-model::ModelArch demo_arch() {
+model::ModelArch demo_arch(int64_t added_tokens) {
   model::ModelArch a;
   a.model_type = "qwen3";
-  a.vocab_size = 257;
+  a.vocab_size = 257 + added_tokens;
   a.hidden_size = 96;
   a.intermediate_size = 256;
   a.num_layers = 3;
@@ -104,10 +109,75 @@ void write_demo_task(const fs::path& dir, const config::DemoConfig& d, uint64_t 
   }
 }
 
-void write_demo_model(const fs::path& dir, uint64_t seed) {
+void write_demo_model(const fs::path& dir, uint64_t seed, const std::vector<std::string>& added_tokens) {
   fs::create_directories(dir);
-  model::CausalLM::random(demo_arch(), seed).save(dir);
-  write_byte_tokenizer(dir);
+  model::CausalLM::random(demo_arch(static_cast<int64_t>(added_tokens.size())), seed).save(dir);
+  write_byte_tokenizer(dir, added_tokens);
+}
+
+const std::vector<std::string>& masa_toy_tokens() {
+  static const std::vector<std::string> tokens{"<meta>", "</meta>", "{\"math_notion\":[", "],\"pass_rate\":",
+                                               ",\"solution_length\":", "\\boxed{"};
+  return tokens;
+}
+
+// MASA's toy: prompts whose difficulty the model can learn to predict. A quarter are "guess N", whose answer is
+// a hash of N (never learnable: pass rate 0); a quarter reverse 2-3 digit numbers (demonstrated without noise:
+// pass rate near 1); half reverse 4-5 digit numbers, with demonstration noise growing with the length, some of it
+// rambling that repeats the number without an answer (long wrong rollouts: what the early cutoff saves). The SFT
+// set also teaches the meta format with uninformed predictions (pass rate uniform in 0..8, length uniform in
+// 3..12) that MASA then has to calibrate. Meta prompts are "meta " + the problem.
+void write_masa_task(const fs::path& dir, const config::DemoConfig& d, uint64_t seed) {
+  fs::create_directories(dir);
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  auto digits = [&](int64_t n) {
+    std::string s;
+    for (int64_t i = 0; i < n; ++i) s += static_cast<char>('1' + rng() % 9);
+    return s;
+  };
+  std::set<std::string> seen;
+  std::ofstream eval(dir / "heldout.jsonl"), train(dir / "train.jsonl"), sft(dir / "sft.jsonl");
+  const int64_t total = d.heldout + d.train_problems;
+  for (int64_t i = 0; i < total;) {
+    const double family = u(rng);
+    const bool guess = family < 0.25;
+    const int64_t n = guess ? 4 : family < 0.5 ? 2 + static_cast<int64_t>(rng() % 2) : 4 + static_cast<int64_t>(rng() % 2);
+    const std::string number = digits(n);
+    const std::string problem = (guess ? "guess " : "reverse ") + number;
+    if (!seen.insert(problem).second) continue;
+    std::string answer(number.rbegin(), number.rend());
+    if (guess) {
+      std::mt19937_64 hash(seed ^ std::hash<std::string>{}(number));
+      answer.clear();
+      for (int k = 0; k < 4; ++k) answer += static_cast<char>('0' + hash() % 10);
+    }
+    const bool heldout = i++ < d.heldout;
+    (heldout ? eval : train) << json{{"problem", problem}, {"answer", answer}}.dump() << "\n";
+    if (heldout) continue;
+    std::string shown = "\\boxed{" + answer + "}";
+    const double noise = guess || n <= 3 ? 0.0 : d.label_noise * static_cast<double>(n - 3) / 2.0;
+    if (u(rng) < noise) {
+      const double kind = u(rng);
+      if (kind < 0.4) {
+        shown = "\\boxed{" + number + "}";
+      } else if (kind < 0.7) {
+        std::string swapped = answer;
+        std::swap(swapped[0], swapped[1]);
+        shown = "\\boxed{" + swapped + "}";
+      } else {
+        shown.clear();
+        while (shown.size() < 40) shown += number + " ";
+      }
+    }
+    sft << json{{"problem", problem}, {"answer", answer}, {"solution", shown}}.dump() << "\n";
+    const json meta_json{{"math_notion", json::array()},
+                         {"pass_rate", static_cast<int64_t>(rng() % 9)},
+                         {"solution_length", 3 + static_cast<int64_t>(rng() % 10)}};
+    sft << json{{"problem", "meta " + problem}, {"answer", answer},
+                {"solution", "<meta></meta>" + meta_json.dump()}}.dump()
+        << "\n";
+  }
 }
 
 namespace {
@@ -132,11 +202,16 @@ DemoResult run_demo(const std::vector<std::string>& overrides, const fs::path& o
   const auto& d = base.demo;
   const uint64_t seed = static_cast<uint64_t>(base.train.seed);
   fs::create_directories(out / "data");
-  write_demo_task(out / "data", d, seed);
+  const bool masa = d.task == "masa";
+  if (masa) {
+    write_masa_task(out / "data", d, seed);
+  } else {
+    write_demo_task(out / "data", d, seed);
+  }
   const fs::path init = out / "init";
   if (!fs::exists(init / "DONE")) {
     fs::remove_all(init);
-    write_demo_model(init, seed);
+    write_demo_model(init, seed, masa ? masa_toy_tokens() : std::vector<std::string>{});
     std::ofstream(init / "DONE") << "\n";
   }
 
@@ -152,7 +227,7 @@ DemoResult run_demo(const std::vector<std::string>& overrides, const fs::path& o
     c.data.chat_template = "custom";
     c.data.custom_chat_template = "{user}";
     c.data.max_prompt_tokens = 32;
-    c.rollout.max_new_tokens = 16;
+    c.rollout.max_new_tokens = masa ? 40 : 16;
     c.reward.modules = {"math"};
     c.reward.math.extract = "boxed";
     return c;

@@ -18,6 +18,7 @@
 #include "introspect/io/log.h"
 #include "introspect/io/metrics.h"
 #include "introspect/io/progress.h"
+#include "introspect/masa/masa.h"
 #include "introspect/model/decoder.h"
 #include "introspect/reward/reward.h"
 #include "introspect/rollout/generator.h"
@@ -64,6 +65,7 @@ struct Sequence {
   std::vector<float> rollout_logprobs;
   double score = 0;  // the scalar reward the advantage sees
   bool correct = false, truncated = false;
+  bool meta = false;  // a MASA meta rollout (its own groups and metrics)
   float advantage = 0;
   at::Tensor old_logp, ref_logp;  // [response length] when computed
   at::Tensor features;            // G²RL's Φ [H], when enabled
@@ -185,9 +187,16 @@ struct Accumulator {
 
 // A problem ready to be sampled: its prompt ids under the run's chat template.
 struct PreparedProblem {
-  const io::Problem* problem;
+  const io::Problem* problem = nullptr;
   std::vector<int32_t> prompt_ids;
   std::vector<int32_t> target_ids;  // SFT
+  std::vector<int32_t> meta_ids;    // MASA's meta prompt
+  std::string meta_prompt_text;     // ... decoded (masa.notion_exclude=meta_prompt)
+};
+
+// One supervised example (SFT data, MASA's expert meta trajectories).
+struct SftExample {
+  std::vector<int32_t> prompt, target;
 };
 
 class Trainer {
@@ -208,16 +217,22 @@ class Trainer {
   void optimizer_step(std::map<std::string, double>& metrics, double loss_value);
   std::vector<Sequence> rollout_groups(const std::vector<int64_t>& indices, std::map<std::string, double>& metrics,
                                        double& t_generate, double& t_score);
+  std::vector<Sequence> grpo_rollouts(std::map<std::string, double>& m, double& t_generate, double& t_score);
+  std::vector<Sequence> masa_rollouts(std::map<std::string, double>& m, double& t_generate, double& t_score);
+  std::vector<rollout::Sample> generate(const std::vector<rollout::Prompt>& prompts, int64_t n, uint64_t seed);
+  double sft_update(const std::vector<SftExample>& examples);
+  void expert_sft_step(std::map<std::string, double>& m);
 
   const config::Config& cfg_;
   RunOptions options_;
   fs::path out_;
   bool bf16_ = false;
   std::unique_ptr<tokenizer::Tokenizer> tok_;
-  std::optional<tokenizer::PromptFormatter> format_;
+  std::optional<tokenizer::PromptFormatter> format_, meta_format_;
   std::optional<model::CausalLM> model_, reference_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
-  std::unique_ptr<reward::RewardSet> rewards_;
+  std::unique_ptr<reward::RewardSet> rewards_, meta_rewards_;
+  std::vector<SftExample> expert_buffer_;  // MASA expert meta trajectories waiting for their SFT step
   io::Dataset train_set_, eval_set_;
   std::vector<PreparedProblem> prepared_;
   int64_t skipped_long_prompts_ = 0;
@@ -254,6 +269,21 @@ void Trainer::setup() {
   opts.weight_decay(cfg_.train.weight_decay).betas({0.9, 0.999}).eps(1e-8);
   optimizer_ = std::make_unique<torch::optim::AdamW>(model_->parameters(), opts);
   if (cfg_.train.mode == "grpo") rewards_ = std::make_unique<reward::RewardSet>(cfg_.reward);
+  if (cfg_.masa.enabled) {
+    if (cfg_.train.mode != "grpo") throw std::runtime_error("masa.enabled needs train.mode=grpo");
+    if (cfg_.g2rl.enabled) throw std::runtime_error("masa.enabled and g2rl.enabled cannot be combined");
+    if (cfg_.algo.dynamic_sampling)
+      throw std::runtime_error("masa.enabled and algo.dynamic_sampling cannot be combined (gating replaces it)");
+    if (std::find(cfg_.reward.modules.begin(), cfg_.reward.modules.end(), "math") == cfg_.reward.modules.end())
+      throw std::runtime_error("masa.enabled needs the math module in reward.modules: meta rewards compare with "
+                               "the solution rollouts' verdicts");
+    auto meta_data = cfg_.data;
+    meta_data.system_prompt = cfg_.masa.meta_system_prompt;
+    meta_format_.emplace(meta_data, *tok_, cfg_.model.path);
+    std::vector<reward::WeightedModule> modules;
+    modules.push_back({std::make_unique<masa::MetaRewardModule>(cfg_.masa, cfg_.rollout.max_new_tokens), 1.0});
+    meta_rewards_ = std::make_unique<reward::RewardSet>(std::move(modules));
+  }
   load_data();
 }
 
@@ -265,7 +295,9 @@ void Trainer::load_data() {
   train_set_ = io::Dataset::load(d.train_path, o);
   if (train_set_.skipped) log::warn(d.train_path, ": skipped ", train_set_.skipped, " malformed rows");
   for (const auto& p : train_set_.problems) {
-    PreparedProblem prep{&p, format_->encode(p.prompt), {}};
+    PreparedProblem prep;
+    prep.problem = &p;
+    prep.prompt_ids = format_->encode(p.prompt);
     if (static_cast<int64_t>(prep.prompt_ids.size()) > d.max_prompt_tokens) {
       ++skipped_long_prompts_;
       log::debug(p.source, ": prompt of ", prep.prompt_ids.size(), " tokens exceeds data.max_prompt_tokens=",
@@ -275,6 +307,17 @@ void Trainer::load_data() {
     if (cfg_.train.mode == "sft") {
       prep.target_ids = tok_->encode(p.target, false);
       if (tok_->eos_id()) prep.target_ids.push_back(*tok_->eos_id());
+    }
+    if (meta_format_) {
+      prep.meta_ids = meta_format_->encode(masa::meta_user_message(
+          cfg_.masa.meta_prompt, p.prompt, cfg_.masa.min_solution_length, cfg_.rollout.max_new_tokens));
+      if (static_cast<int64_t>(prep.meta_ids.size()) > d.max_prompt_tokens) {
+        ++skipped_long_prompts_;
+        log::debug(p.source, ": meta prompt of ", prep.meta_ids.size(), " tokens exceeds data.max_prompt_tokens=",
+                   d.max_prompt_tokens, "; skipped");
+        continue;
+      }
+      if (cfg_.masa.notion_exclude == "meta_prompt") prep.meta_prompt_text = tok_->decode(prep.meta_ids, true);
     }
     prepared_.push_back(std::move(prep));
   }
@@ -316,6 +359,10 @@ void Trainer::save_checkpoint() {
                            {"nonfinite_in_a_row", nonfinite_in_a_row_},
                            {"nonfinite_total", nonfinite_total_},
                            {"lr", learning_rate_at(cfg_.train, step_)}};
+      if (!expert_buffer_.empty()) {
+        auto& buffer = state["masa_expert_buffer"] = nlohmann::json::array();
+        for (const auto& ex : expert_buffer_) buffer.push_back({{"prompt", ex.prompt}, {"target", ex.target}});
+      }
       std::ofstream f(tmp / "state.json");
       f << state.dump(2) << "\n";
       if (!f.flush()) throw std::runtime_error("cannot write " + (tmp / "state.json").string());
@@ -360,6 +407,9 @@ void Trainer::resume() {
   sampler_->restore({state.at("data_epoch").get<int64_t>(), state.at("data_offset").get<int64_t>()});
   nonfinite_in_a_row_ = state.value("nonfinite_in_a_row", 0);
   nonfinite_total_ = state.value("nonfinite_total", 0);
+  expert_buffer_.clear();
+  for (const auto& ex : state.value("masa_expert_buffer", nlohmann::json::array()))
+    expert_buffer_.push_back({ex.at("prompt").get<std::vector<int32_t>>(), ex.at("target").get<std::vector<int32_t>>()});
   // Steps after the checkpoint were lost with the process; their metric lines go, so the file reads as one run.
   const auto path = out_ / "metrics.jsonl";
   if (fs::exists(path)) {
@@ -414,22 +464,27 @@ void Trainer::optimizer_step(std::map<std::string, double>& metrics, double loss
   optimizer_->zero_grad();
 }
 
+std::vector<rollout::Sample> Trainer::generate(const std::vector<rollout::Prompt>& prompts, int64_t n,
+                                              uint64_t seed) {
+  if (prompts.empty()) return {};
+  model_->pack_for_inference(cfg_.rollout.max_batch);
+  const rollout::Generator generator(*model_, cfg_.rollout.max_batch, cfg_.rollout.kv_budget_mb << 20, tok_.get());
+  auto params = sampling(seed);
+  params.n = n;
+  AutocastScope autocast(bf16_);
+  return generator.generate(prompts, params);
+}
+
 std::vector<Sequence> Trainer::rollout_groups(const std::vector<int64_t>& indices,
                                               std::map<std::string, double>& metrics, double& t_generate,
                                               double& t_score) {
   auto t0 = Clock::now();
   std::vector<rollout::Prompt> prompts;
   for (int64_t i : indices) prompts.push_back({prepared_[i].prompt_ids, -1});
-  model_->pack_for_inference(cfg_.rollout.max_batch);
-  const rollout::Generator generator(*model_, cfg_.rollout.max_batch, cfg_.rollout.kv_budget_mb << 20, tok_.get());
   // Each step (and each extra round of dynamic sampling) draws from its own seed, so a resumed run repeats it.
   const uint64_t seed = mix(mix(static_cast<uint64_t>(cfg_.rollout.seed), static_cast<uint64_t>(step_)),
                             static_cast<uint64_t>(metrics["rollout/gen_batches"]));
-  std::vector<rollout::Sample> samples;
-  {
-    AutocastScope autocast(bf16_);
-    samples = generator.generate(prompts, sampling(seed));
-  }
+  const auto samples = generate(prompts, cfg_.rollout.n, seed);
   t_generate += seconds_since(t0);
 
   t0 = Clock::now();
@@ -469,15 +524,11 @@ std::vector<Sequence> Trainer::rollout_groups(const std::vector<int64_t>& indice
   return seqs;
 }
 
-std::map<std::string, double> Trainer::grpo_step() {
+// Plain GRPO rollouts: G per prompt. With dynamic sampling, groups whose rewards are all equal are dropped and
+// more prompts are drawn until the step is full or max_gen_batches is reached.
+std::vector<Sequence> Trainer::grpo_rollouts(std::map<std::string, double>& m, double& t_generate, double& t_score) {
   const auto& a = cfg_.algo;
   const auto& t = cfg_.train;
-  const auto step_start = Clock::now();
-  std::map<std::string, double> m;
-  double t_generate = 0, t_score = 0;
-
-  // 1-3. Sample prompts, generate G rollouts each, score them. With dynamic sampling, groups whose rewards are
-  // all equal are dropped and more prompts are drawn until the step is full or max_gen_batches is reached.
   std::vector<Sequence> seqs;
   int64_t groups_kept = 0, groups_seen = 0, zero_std_groups = 0;
   double all_reward_sum = 0, all_correct = 0, all_count = 0;
@@ -508,8 +559,267 @@ std::map<std::string, double> Trainer::grpo_step() {
   m["rollout/zero_std_group_frac"] = groups_seen ? static_cast<double>(zero_std_groups) / groups_seen : 0.0;
   m["reward/all_mean"] = all_count ? all_reward_sum / all_count : 0.0;
   m["accuracy"] = all_count ? all_correct / all_count : 0.0;
+  if (seqs.empty()) log::warn("step ", step_ + 1, ": dynamic sampling kept no group within algo.max_gen_batches");
+  return seqs;
+
+}
+
+// MASA (spec 2.3, 3): each prompt's solution rollouts and meta rollouts form separate groups, trained together in
+// one update. Without masa.efficient, or before masa.efficient_start_step, both are generated for every prompt.
+// After it the meta rollouts come first: prompts whose predicted pass rates agree on 0 or 1 are gated out (their
+// meta rollouts leave the update), and the rest are solved under a per-prompt early cutoff.
+std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, double& t_generate, double& t_score) {
+  const auto& c = cfg_.masa;
+  const int64_t limit = cfg_.rollout.max_new_tokens;
+  const bool efficient = c.efficient && step_ >= c.efficient_start_step;
+  const auto indices = sampler_->next(cfg_.train.prompts_per_step);
+  const int64_t B = static_cast<int64_t>(indices.size());
+  const uint64_t seed = mix(static_cast<uint64_t>(cfg_.rollout.seed), static_cast<uint64_t>(step_));
+  const auto parse = masa::parse_options(c, limit);
+  m["rollout/gen_batches"] = 1;
+
+  // Meta rollouts and their predictions.
+  auto t0 = Clock::now();
+  std::vector<rollout::Prompt> meta_prompts;
+  for (int64_t i : indices) meta_prompts.push_back({prepared_[i].meta_ids, c.meta_max_new_tokens});
+  const auto meta_samples = generate(meta_prompts, c.meta_n, mix(seed, 0x3E7Aull));
+  const double t_meta = seconds_since(t0);
+  std::vector<std::vector<masa::MetaPrediction>> predictions(B);
+  std::vector<std::vector<std::string>> meta_texts(B);
+  for (const auto& s : meta_samples) {
+    meta_texts[s.prompt_index].push_back(tok_->decode(s.tokens, /*skip_special=*/true));
+    predictions[s.prompt_index].push_back(masa::parse_meta(meta_texts[s.prompt_index].back(), parse));
+  }
+
+  // Gating and cutoff. A sample of gated prompts is still solved at the full limit, outside the update, to
+  // measure the gate against the true zero-variance prompts.
+  std::vector<bool> gated(B, false), audited(B, false);
+  std::vector<int64_t> cap(B, limit);
+  int64_t gated_on_solved = 0;
+  if (efficient) {
+    for (int64_t b = 0; b < B; ++b) {
+      const auto d = masa::gate(predictions[b], c.gate_sigma, c.gate_min_valid_frac);
+      gated[b] = d.gated;
+      gated_on_solved += d.predicted_solved;
+      if (d.gated) {
+        audited[b] = static_cast<double>(mix(seed, 0xA0D1ull + static_cast<uint64_t>(b)) >> 11) * 0x1.0p-53 <
+                     c.gate_audit_frac;
+      } else {
+        cap[b] = masa::cutoff_tokens(predictions[b], c.cutoff_scale, c.cutoff_min_tokens, limit);
+      }
+    }
+  }
+
+  // Solution rollouts: the kept prompts (under their cutoff), then the audited gated ones in their own call so
+  // their cost is timed apart.
+  std::vector<int64_t> solved_prompt;  // prompt b of each solution prompt
+  std::vector<rollout::Prompt> sol_prompts, audit_prompts;
+  std::vector<int64_t> audit_prompt;
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& prep = prepared_[indices[b]];
+    if (gated[b]) {
+      if (audited[b]) audit_prompts.push_back({prep.prompt_ids, limit}), audit_prompt.push_back(b);
+      continue;
+    }
+    std::vector<int32_t> ids = prep.prompt_ids;
+    if (efficient && c.notion_feed_in) {
+      // One meta rollout's notions, picked by the step's seed (the official code picks one at random).
+      std::vector<const std::vector<std::string>*> with_notions;
+      for (const auto& p : predictions[b])
+        if (p.notions && !p.notions->empty()) with_notions.push_back(&*p.notions);
+      if (!with_notions.empty()) {
+        const auto& notions = *with_notions[mix(seed, static_cast<uint64_t>(b)) % with_notions.size()];
+        ids = format_->encode(masa::with_notion_hint(prep.problem->prompt, notions));
+      }
+    }
+    sol_prompts.push_back({std::move(ids), cap[b]});
+    solved_prompt.push_back(b);
+  }
+  t0 = Clock::now();
+  const auto sol_samples = generate(sol_prompts, cfg_.rollout.n, mix(seed, 0x501ull));
+  const double t_solve = seconds_since(t0);
+  t0 = Clock::now();
+  const auto audit_samples = generate(audit_prompts, cfg_.rollout.n, mix(seed, 0x501ull));
+  const double t_audit = seconds_since(t0);
+  t_generate += t_meta + t_solve;
+
+  // Score the solutions (the configured reward modules), then judge each kept prompt's meta rollouts against them.
+  t0 = Clock::now();
+  auto solution_groups = [&](const std::vector<int64_t>& prompt_of, const std::vector<rollout::Prompt>& prompts,
+                             const std::vector<rollout::Sample>& samples) {
+    std::vector<reward::Group> groups(prompts.size());
+    for (size_t j = 0; j < prompts.size(); ++j) {
+      const auto& prob = *prepared_[indices[prompt_of[j]]].problem;
+      groups[j].prompt = prob.prompt;
+      groups[j].ground_truth = prob.answer;
+      groups[j].metadata = prob.row;
+      groups[j].max_new_tokens = prompts[j].max_new_tokens;
+    }
+    for (const auto& s : samples)
+      groups[s.prompt_index].responses.push_back(
+          {tok_->decode(s.tokens, true), s.tokens, s.finish == rollout::FinishReason::kLength});
+    return groups;
+  };
+  const auto sol_groups = solution_groups(solved_prompt, sol_prompts, sol_samples);
+  const auto sol_scores = rewards_->score(sol_groups);
+  for (const auto& [k, v] : sol_scores.metrics) m[k] = v;
+  const auto audit_groups = solution_groups(audit_prompt, audit_prompts, audit_samples);
+  const auto audit_scores = audit_groups.empty() ? reward::Scores{} : rewards_->score(audit_groups);
+
+  const int64_t K = static_cast<int64_t>(solved_prompt.size());
+  std::vector<std::shared_ptr<reward::SolutionEvidence>> evidence(K);
+  std::vector<reward::Group> meta_groups(K);
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t b = solved_prompt[k];
+    auto e = std::make_shared<reward::SolutionEvidence>();
+    e->problem = prepared_[indices[b]].problem->prompt;
+    for (size_t r = 0; r < sol_groups[k].responses.size(); ++r) {
+      e->texts.push_back(sol_groups[k].responses[r].text);
+      e->lengths.push_back(static_cast<int64_t>(sol_groups[k].responses[r].ids.size()));
+      e->correct.push_back(!sol_scores.correct.empty() && sol_scores.correct[k][r]);
+    }
+    evidence[k] = e;
+    auto& g = meta_groups[k];
+    g.prompt = c.notion_exclude == "meta_prompt" ? prepared_[indices[b]].meta_prompt_text : e->problem;
+    g.ground_truth = prepared_[indices[b]].problem->answer;
+    g.max_new_tokens = c.meta_max_new_tokens;
+    g.solutions = e;
+  }
+  std::vector<int64_t> kept_index(B, -1);
+  for (int64_t k = 0; k < K; ++k) kept_index[solved_prompt[k]] = k;
+  for (const auto& s : meta_samples)
+    if (kept_index[s.prompt_index] >= 0)
+      meta_groups[kept_index[s.prompt_index]].responses.push_back(
+          {meta_texts[s.prompt_index][s.sample_index], s.tokens, s.finish == rollout::FinishReason::kLength});
+  auto meta_scores = meta_rewards_->score(meta_groups);
+  for (const auto& [k, v] : meta_scores.metrics) m[k == "reward/mean" ? "meta/reward_mean" : k] = v;
+  t_score += seconds_since(t0);
+
+  // Sequences: solution groups 0..K-1, meta groups K..2K-1 (each normalised on its own).
+  std::vector<Sequence> seqs;
+  std::vector<double> correct_count(K, 0.0);
+  double sol_tokens = 0, meta_tokens = 0, sol_reward = 0, sol_truncated = 0, cut_truncated = 0, meta_truncated = 0;
+  for (const auto& s : sol_samples) {
+    Sequence q;
+    q.group = s.prompt_index;
+    q.prompt = sol_prompts[s.prompt_index].ids;
+    q.response = s.tokens;
+    q.rollout_logprobs = s.logprobs;
+    q.truncated = s.finish == rollout::FinishReason::kLength;
+    q.score = sol_scores.rewards[s.prompt_index][s.sample_index];
+    q.correct = !sol_scores.correct.empty() && sol_scores.correct[s.prompt_index][s.sample_index];
+    correct_count[s.prompt_index] += q.correct;
+    sol_tokens += static_cast<double>(q.response.size());
+    sol_reward += q.score;
+    sol_truncated += q.truncated;
+    cut_truncated += q.truncated && sol_prompts[s.prompt_index].max_new_tokens < limit;
+    seqs.push_back(std::move(q));
+  }
+  double meta_kept_tokens = 0, meta_kept = 0;
+  for (const auto& s : meta_samples) {
+    meta_tokens += static_cast<double>(s.tokens.size());
+    const int64_t k = kept_index[s.prompt_index];
+    if (k < 0) continue;  // a gated prompt: no solutions to judge it against
+    Sequence q;
+    q.group = K + k;
+    q.meta = true;
+    q.prompt = meta_prompts[s.prompt_index].ids;
+    q.response = s.tokens;
+    q.rollout_logprobs = s.logprobs;
+    q.truncated = s.finish == rollout::FinishReason::kLength;
+    q.score = meta_scores.rewards[k][s.sample_index];
+    meta_kept_tokens += static_cast<double>(q.response.size());
+    meta_truncated += q.truncated;
+    ++meta_kept;
+    seqs.push_back(std::move(q));
+  }
+
+  // Metrics: each path apart, the gate against the truth, the cutoff's savings, the meta path's token share.
+  const double n_sol = std::max<double>(1, static_cast<double>(sol_samples.size()));
+  m["accuracy"] = 0;
+  for (double cc : correct_count) m["accuracy"] += cc;
+  m["accuracy"] /= n_sol;
+  m["solution/reward_mean"] = sol_reward / n_sol;
+  m["solution/response_length"] = sol_tokens / n_sol;
+  m["solution/truncated_frac"] = sol_truncated / n_sol;
+  m["meta/response_length"] = meta_kept > 0 ? meta_kept_tokens / meta_kept : 0.0;
+  m["meta/truncated_frac"] = meta_kept > 0 ? meta_truncated / meta_kept : 0.0;
+  m["masa/meta_token_share"] = meta_tokens + sol_tokens > 0 ? meta_tokens / (meta_tokens + sol_tokens) : 0.0;
+  m["masa/efficient"] = efficient;
+  m["time/meta_generate"] = t_meta;
+  m["time/solution_generate"] = t_solve;
+  m["time/masa_audit"] = t_audit;
+  if (efficient) {
+    const auto n_gated = static_cast<double>(std::count(gated.begin(), gated.end(), true));
+    m["masa/gated_frac"] = n_gated / static_cast<double>(B);
+    m["masa/gated_on_solved_frac"] = static_cast<double>(gated_on_solved) / static_cast<double>(B);
+    m["masa/gated"] = n_gated;
+    // Zero variance: all G verdicts equal. Audited gated prompts give precision; kept prompts that turn out zero
+    // variance are the gate's misses.
+    const auto zero_variance = [&](const std::vector<bool>& v) {
+      return std::all_of(v.begin(), v.end(), [&](bool x) { return x == v.front(); });
+    };
+    double audited_zero = 0;
+    for (const auto& v : audit_scores.correct) audited_zero += zero_variance(v);
+    double kept_zero = 0;
+    for (int64_t k = 0; k < K; ++k) kept_zero += zero_variance(evidence[k]->correct);
+    m["masa/gate_audited"] = static_cast<double>(audit_prompts.size());
+    m["masa/gate_audited_zero_var"] = audited_zero;
+    m["masa/kept"] = static_cast<double>(K);
+    m["masa/kept_zero_var"] = kept_zero;
+    if (!audit_prompts.empty()) {
+      const double precision = audited_zero / static_cast<double>(audit_prompts.size());
+      m["masa/gate_precision"] = precision;
+      const double true_positives = precision * n_gated;
+      if (true_positives + kept_zero > 0) m["masa/gate_recall"] = true_positives / (true_positives + kept_zero);
+    }
+    double budget_saved = 0, cap_sum = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      cap_sum += static_cast<double>(cap[solved_prompt[k]]);
+      budget_saved += static_cast<double>((limit - cap[solved_prompt[k]]) * cfg_.rollout.n);
+    }
+    m["masa/cutoff_mean"] = K ? cap_sum / static_cast<double>(K) : 0.0;
+    m["masa/cutoff_budget_saved"] = budget_saved;
+    m["masa/cutoff_truncated_frac"] = cut_truncated / n_sol;
+  }
+
+  // Expert meta trajectories (spec 3.5): each prompt's best-notion meta rollout with its JSON corrected.
+  if (c.expert_sft.enabled) {
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t b = solved_prompt[k];
+      const std::string_view excluded(meta_groups[k].prompt);
+      int64_t best = -1;
+      double best_notion = -1;
+      for (size_t r = 0; r < predictions[b].size(); ++r) {
+        const auto& p = predictions[b][r];
+        const double score = p.notions ? masa::notion_score(*p.notions, excluded, *evidence[k]) : 0.0;
+        if (score > best_notion) best_notion = score, best = static_cast<int64_t>(r);
+      }
+      if (best < 0 || best_notion < c.expert_sft.min_notion_score) continue;
+      const auto target =
+          masa::expert_target(predictions[b][best], *evidence[k], c.expert_sft.target_length == "midpoint");
+      if (!target) continue;
+      SftExample ex{meta_prompts[b].ids, tok_->encode(*target, false)};
+      if (tok_->eos_id()) ex.target.push_back(*tok_->eos_id());
+      expert_buffer_.push_back(std::move(ex));
+    }
+    m["masa/expert_buffer"] = static_cast<double>(expert_buffer_.size());
+  }
+  return seqs;
+}
+
+std::map<std::string, double> Trainer::grpo_step() {
+  const auto& a = cfg_.algo;
+  const auto& t = cfg_.train;
+  const auto step_start = Clock::now();
+  std::map<std::string, double> m;
+  double t_generate = 0, t_score = 0;
+
+  // 1-3. Sample prompts, generate and score their rollouts.
+  std::vector<Sequence> seqs =
+      cfg_.masa.enabled ? masa_rollouts(m, t_generate, t_score) : grpo_rollouts(m, t_generate, t_score);
   if (seqs.empty()) {
-    log::warn("step ", step_ + 1, ": dynamic sampling kept no group within algo.max_gen_batches; no update");
+    log::warn("step ", step_ + 1, ": no rollout group left for the update");
     m["train/empty_step"] = 1;
     m["time/generate"] = t_generate, m["time/score"] = t_score, m["time/step"] = seconds_since(step_start);
     return m;
@@ -619,8 +929,10 @@ std::map<std::string, double> Trainer::grpo_step() {
   const auto& policy_loss = algo::policy_loss("vanilla");
   Accumulator acc;
   double resp_tokens = 0, prompt_tokens = 0, max_len = 0, truncated = 0;
+  double solution_tokens = 0;
   for (const auto& q : seqs) {
     resp_tokens += static_cast<double>(q.response.size());
+    if (!q.meta) solution_tokens += static_cast<double>(q.response.size());
     prompt_tokens += static_cast<double>(q.prompt.size());
     max_len = std::max(max_len, static_cast<double>(q.response.size()));
     truncated += q.truncated;
@@ -660,6 +972,17 @@ std::map<std::string, double> Trainer::grpo_step() {
         loss_value += loss.item<double>();
         const auto f = mb.mask;
         acc.add("actor/entropy", algo::masked_mean(out.entropy.detach(), f).item<double>(), tokens);
+        if (cfg_.masa.enabled) {
+          // Each path apart: the mixed batch's figures are polluted by the other path (spec 6.3).
+          std::vector<float> is_meta;
+          for (int64_t i : members) is_meta.push_back(seqs[i].meta ? 1.f : 0.f);
+          const auto meta_rows = torch::tensor(is_meta).unsqueeze(1) * f;
+          for (const auto& [name, rows] : {std::pair{"meta", meta_rows}, std::pair{"solution", f - meta_rows}}) {
+            const double n = rows.sum().item<double>();
+            if (n > 0)
+              acc.add(std::string(name) + "/entropy", algo::masked_mean(out.entropy.detach(), rows).item<double>(), n);
+          }
+        }
         acc.add("actor/clip_frac_high", algo::masked_mean(terms.clipped_high.to(torch::kFloat), f).item<double>(), tokens);
         acc.add("actor/clip_frac_low", algo::masked_mean(terms.clipped_low.to(torch::kFloat), f).item<double>(), tokens);
         acc.add("actor/dual_clip_frac", algo::masked_mean(terms.dual_clipped.to(torch::kFloat), f).item<double>(), tokens);
@@ -684,8 +1007,10 @@ std::map<std::string, double> Trainer::grpo_step() {
   }
   acc.write(m);
   const double t_update = seconds_since(t0);
+  expert_sft_step(m);
   m["actor/updates"] = static_cast<double>(updates);
   m["response_length/mean"] = resp_tokens / N;
+  m["rollout/solution_tokens"] = solution_tokens;  // in the update (MASA's audit rollouts excluded)
   m["response_length/max"] = max_len;
   m["response_length/truncated_frac"] = truncated / N;
   m["time/generate"] = t_generate;
@@ -698,23 +1023,20 @@ std::map<std::string, double> Trainer::grpo_step() {
   return m;
 }
 
-std::map<std::string, double> Trainer::sft_step() {
-  const auto step_start = Clock::now();
-  std::map<std::string, double> m;
-  const auto indices = sampler_->next(cfg_.train.prompts_per_step);
+// One cross-entropy update on response tokens (token mean over all examples), micro-batched. Returns the loss.
+double Trainer::sft_update(const std::vector<SftExample>& examples) {
   std::vector<Sequence> seqs;
-  for (int64_t i : indices) {
+  for (const auto& ex : examples) {
     Sequence q;
-    q.prompt = prepared_[i].prompt_ids;
-    q.response = prepared_[i].target_ids;
+    q.prompt = ex.prompt;
+    q.response = ex.target;
     seqs.push_back(std::move(q));
   }
   std::vector<int64_t> all(seqs.size());
   std::iota(all.begin(), all.end(), 0);
-  double tokens_total = 0;
-  for (const auto& q : seqs) tokens_total += static_cast<double>(q.response.size());
   algo::AggregationScale scale;
-  scale.global_tokens = tokens_total;
+  scale.global_tokens = 0;
+  for (const auto& q : seqs) scale.global_tokens += static_cast<double>(q.response.size());
   double loss_value = 0;
   for (const auto& members : chunks(all, cfg_.train.micro_batch_size)) {
     const auto mb = make_micro(seqs, members);
@@ -723,11 +1045,47 @@ std::map<std::string, double> Trainer::sft_step() {
     loss.backward();
     loss_value += loss.item<double>();
   }
+  return loss_value;
+}
+
+std::map<std::string, double> Trainer::sft_step() {
+  const auto step_start = Clock::now();
+  std::map<std::string, double> m;
+  std::vector<SftExample> examples;
+  double tokens_total = 0;
+  for (int64_t i : sampler_->next(cfg_.train.prompts_per_step)) {
+    examples.push_back({prepared_[i].prompt_ids, prepared_[i].target_ids});
+    tokens_total += static_cast<double>(prepared_[i].target_ids.size());
+  }
+  const double loss_value = sft_update(examples);
   m["sft/loss"] = loss_value;
   optimizer_step(m, loss_value);
   m["time/step"] = seconds_since(step_start);
   m["throughput/tokens_per_s"] = tokens_total / m["time/step"];
   return m;
+}
+
+// MASA expert meta-SFT: when the buffer holds masa.expert_sft.buffer_size trajectories, one SFT step on them
+// with the RL optimizer at masa.expert_sft.lr (as the official code reuses the actor's AdamW).
+void Trainer::expert_sft_step(std::map<std::string, double>& m) {
+  const auto& e = cfg_.masa.expert_sft;
+  if (!e.enabled || static_cast<int64_t>(expert_buffer_.size()) < e.buffer_size) return;
+  const auto t0 = Clock::now();
+  const std::vector<SftExample> batch(expert_buffer_.begin(), expert_buffer_.begin() + e.buffer_size);
+  expert_buffer_.erase(expert_buffer_.begin(), expert_buffer_.begin() + e.buffer_size);
+  const double rl_lr = learning_rate_at(cfg_.train, step_);
+  auto set_lr = [&](double lr) {
+    for (auto& group : optimizer_->param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+  };
+  set_lr(e.lr);
+  const double loss = sft_update(batch);
+  std::map<std::string, double> sft_metrics;
+  optimizer_step(sft_metrics, loss);
+  set_lr(rl_lr);
+  m["masa/expert_sft_loss"] = loss;
+  m["masa/expert_sft_grad_norm"] = sft_metrics["actor/grad_norm"];
+  m["masa/expert_buffer"] = static_cast<double>(expert_buffer_.size());
+  m["time/masa_expert_sft"] = seconds_since(t0);
 }
 
 void Trainer::evaluate_into(std::map<std::string, double>& metrics, const std::string& prefix) {

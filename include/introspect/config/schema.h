@@ -437,6 +437,7 @@ struct MasaConfig {
 
 // The built-in demo that `introspect train` runs without a config (see src/train/demo.cpp).
 struct DemoConfig {
+  std::string task = "reverse";
   int64_t sft_steps = 300;
   int64_t grpo_steps = 60;
   double label_noise = 0.4;
@@ -445,6 +446,10 @@ struct DemoConfig {
   int64_t heldout = 100;
 
   void visit(ConfigVisitor& v) {
+    v.choice("task", task,
+             "reverse: digit reversal; masa: MASA's toy (reversal of 2-5 digits plus unlearnable guesses, and meta "
+             "prompts; see write_masa_task)",
+             {"reverse", "masa"});
     v.field("sft_steps", sft_steps, "Warm-start SFT steps on the noisy demonstrations", Range::at_least(1));
     v.field("grpo_steps", grpo_steps, "GRPO steps after the warm start", Range::at_least(1));
     v.field("label_noise", label_noise, "Fraction of demonstrations whose answer is wrong", Range::closed(0, 1));

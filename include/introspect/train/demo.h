@@ -18,8 +18,12 @@ struct DemoResult {
 // The demo's pieces, also used by tests: a random tiny Qwen3-architecture checkpoint with a byte-level
 // tokenizer (dir/config.json, model.safetensors, tokenizer.json), and the task files (dir/sft.jsonl,
 // train.jsonl, heldout.jsonl).
-void write_demo_model(const std::filesystem::path& dir, uint64_t seed);
+// `added_tokens` become non-special tokens 257.. of the tokenizer (and the model's vocabulary).
+void write_demo_model(const std::filesystem::path& dir, uint64_t seed, const std::vector<std::string>& added_tokens = {});
 void write_demo_task(const std::filesystem::path& dir, const config::DemoConfig& demo, uint64_t seed);
+// MASA's toy task (demo.task=masa): see demo.cpp. Its model takes masa_toy_tokens() as added tokens.
+void write_masa_task(const std::filesystem::path& dir, const config::DemoConfig& demo, uint64_t seed);
+const std::vector<std::string>& masa_toy_tokens();
 
 // Runs both phases under `out` (data/, init/, sft/, grpo/). `overrides` (train.seed=2, demo.grpo_steps=30, ...)
 // apply to both phases on top of the demo's own settings.

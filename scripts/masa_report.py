@@ -1,0 +1,124 @@
+"""Summarises scripts/reproduce_masa.sh: a markdown table (table.md) and plots (PNG) from each run's metrics.jsonl.
+
+Wall time is the sum of the steps' time/step (evaluation excluded) minus time/masa_audit, the rollouts that
+only measure the gate. Time to GRPO's accuracy: the wall time at the first evaluation where a run's held-out
+accuracy reaches GRPO's final one (same seed).
+Usage: masa_report.py RUN_DIR
+"""
+import json
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+VARIANTS = ("grpo", "masa", "masa-efficient")
+out = sys.argv[1]
+
+
+def load(seed, variant):
+    rows = [json.loads(l) for l in open(os.path.join(out, f"seed{seed}", variant, "metrics.jsonl"))]
+    clock, t = [], 0.0
+    for r in rows:
+        t += r.get("time/step", 0.0) - r.get("time/masa_audit", 0.0)
+        clock.append(t)
+    return rows, clock
+
+
+def mean(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def window(rows, key, lo, hi):
+    return mean([r.get(key) for r in rows if lo <= r["step"] <= hi])
+
+
+def fmt(x, digits=3):
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+seeds = sorted(int(d[4:]) for d in os.listdir(out) if d.startswith("seed") and os.path.isdir(os.path.join(out, d)))
+table = ["| seed | run | acc. before | acc. after | wall s | s to GRPO's final acc. | speed-up | "
+         "abs(p - p_hat) first 5 / last 5 steps | gated | gate precision | gate recall | "
+         "cutoff-truncated | meta token share | solution tokens/step |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+curves = {v: [] for v in VARIANTS}
+summary = {v: {"speedup": [], "after": [], "precision": [], "err_first": [], "err_last": [], "share": []} for v in VARIANTS}
+for seed in seeds:
+    runs = {v: load(seed, v) for v in VARIANTS if os.path.exists(os.path.join(out, f"seed{seed}", v, "metrics.jsonl"))}
+    grpo_rows, grpo_clock = runs["grpo"]
+    grpo_evals = [(r["eval/accuracy"], c) for r, c in zip(grpo_rows, grpo_clock) if r.get("eval/accuracy") is not None]
+    target, grpo_time = grpo_evals[-1]
+    for v, (rows, clock) in runs.items():
+        evals = [(r["step"], r["eval/accuracy"], c) for r, c in zip(rows, clock) if r.get("eval/accuracy") is not None]
+        curves[v].append(evals)
+        reach = next((c for s, a, c in evals if a >= target), None)
+        speedup = grpo_time / reach if reach else None
+        last = rows[-1]["step"]
+        err_first = window(rows, "reward/masa/abs_pass_error", 1, 5)
+        err_last = window(rows, "reward/masa/abs_pass_error", last - 4, last)
+        audited = sum(r.get("masa/gate_audited", 0) for r in rows)
+        audited_zero = sum(r.get("masa/gate_audited_zero_var", 0) for r in rows)
+        gated = sum(r.get("masa/gated", 0) for r in rows)
+        prompts = sum(r.get("masa/gated", 0) + r.get("masa/kept", 0) for r in rows)
+        kept_zero = sum(r.get("masa/kept_zero_var", 0) for r in rows)
+        precision = audited_zero / audited if audited else None
+        recall = None
+        if precision is not None and precision * gated + kept_zero > 0:
+            recall = precision * gated / (precision * gated + kept_zero)
+        efficient_rows = [r for r in rows if r.get("masa/efficient")]
+        cut = mean([r.get("masa/cutoff_truncated_frac") for r in efficient_rows])
+        share = mean([r.get("masa/meta_token_share") for r in rows])
+        sol_tokens = mean([r.get("rollout/solution_tokens") for r in rows])
+        table.append(f"| {seed} | {v} | {evals[0][1]:.3f} | {evals[-1][1]:.3f} | {clock[-1]:.1f} | {fmt(reach, 1)} | "
+                     f"{fmt(speedup, 2)} | {fmt(err_first)} / {fmt(err_last)} | "
+                     f"{fmt(gated / prompts if prompts else None)} | {fmt(precision)} ({int(audited)} audited) | "
+                     f"{fmt(recall)} | {fmt(cut)} | {fmt(share)} | {fmt(sol_tokens, 0)} |")
+        s = summary[v]
+        s["speedup"].append(speedup)
+        s["after"].append(evals[-1][1])
+        s["precision"].append(precision)
+        s["err_first"].append(err_first)
+        s["err_last"].append(err_last)
+        s["share"].append(share)
+table.append("")
+table.append("| run | mean acc. after | mean speed-up to GRPO's final acc. | mean abs(p - p_hat) first / last | "
+             "mean gate precision | mean meta token share |")
+table.append("|---|---|---|---|---|---|")
+for v in VARIANTS:
+    s = summary[v]
+    table.append(f"| {v} | {fmt(mean(s['after']))} | {fmt(mean(s['speedup']), 2)} "
+                 f"({sum(x is not None for x in s['speedup'])}/{len(s['speedup'])} reached) | "
+                 f"{fmt(mean(s['err_first']))} / {fmt(mean(s['err_last']))} | {fmt(mean(s['precision']))} | "
+                 f"{fmt(mean(s['share']))} |")
+open(os.path.join(out, "table.md"), "w").write("\n".join(table) + "\n")
+print("\n".join(table))
+
+colors = {"grpo": "tab:blue", "masa": "tab:green", "masa-efficient": "tab:red"}
+fig, ax = plt.subplots(figsize=(6, 3.5))
+for v in VARIANTS:
+    for i, ev in enumerate(curves[v]):
+        ax.plot([c for _, _, c in ev], [a for _, a, _ in ev], color=colors[v], alpha=0.7, label=v if i == 0 else None)
+ax.set_xlabel("training wall time (s, evaluation excluded)")
+ax.set_ylabel("held-out accuracy")
+ax.legend()
+ax.grid(alpha=0.3)
+fig.tight_layout()
+fig.savefig(os.path.join(out, "accuracy_vs_time.png"), dpi=100)
+
+fig, ax = plt.subplots(figsize=(6, 3.5))
+for v in ("masa", "masa-efficient"):
+    for i, seed in enumerate(seeds):
+        rows, _ = load(seed, v)
+        pts = [(r["step"], r["reward/masa/abs_pass_error"]) for r in rows if "reward/masa/abs_pass_error" in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=colors[v], alpha=0.6, label=v if i == 0 else None)
+ax.set_xlabel("step")
+ax.set_ylabel("|p - p_hat| (meta rollouts)")
+ax.legend()
+ax.grid(alpha=0.3)
+fig.tight_layout()
+fig.savefig(os.path.join(out, "pass_rate_error.png"), dpi=100)
+print("wrote", os.path.join(out, "table.md"), "accuracy_vs_time.png and pass_rate_error.png")

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# GRPO against MASA against MASA-efficient on the toy task (demo.task=masa), 3 seeds, on this machine. Each seed
+# gets its own SFT warm start; the three runs start from it. Writes runs/masa-repro/table.md and PNG plots.
+# Usage: scripts/reproduce_masa.sh [extra overrides for all runs, e.g. train.total_steps=60]
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+cd "$root"
+bin="${INTROSPECT_BIN:-build/bin/introspect}"
+[[ -x "$bin" ]] || scripts/build.sh
+out="${MASA_REPRO_OUT:-runs/masa-repro}"
+mkdir -p "$out"
+for seed in 1 2 3; do
+  d="$out/seed$seed"
+  mkdir -p "$d"
+  # The warm start: the demo's SFT phase on the MASA toy (its GRPO phase is cut to one step and not used).
+  "$bin" train --out "$d/demo" demo.task=masa demo.sft_steps=900 demo.grpo_steps=1 train.seed=$seed \
+    log.progress=off > "$d.demo.log" 2>&1
+  for variant in grpo masa masa-efficient; do
+    "$bin" train --config "configs/masa/toy-$variant.yaml" --out "$d/$variant" train.seed=$seed \
+      model.path="$d/demo/sft/export" data.train_path="$d/demo/data/train.jsonl" \
+      data.eval_path="$d/demo/data/heldout.jsonl" log.progress=off "$@" > "$d.$variant.log" 2>&1
+    echo "seed $seed $variant done"
+  done
+done
+py="${INTROSPECT_VENV:-$HOME/.cache/introspect/venv}/bin/python"
+"$py" scripts/masa_report.py "$out"

@@ -1,0 +1,217 @@
+// MASA in the training loop, on the MASA toy (demo.task=masa): a tiny model is warm-started on demonstrations
+// whose meta JSON predicts pass rate 0 for the (unlearnable) "guess" prompts and 4 for the rest, so the gate has
+// something to find. Checks the two paths' groups and metrics, gating against the truth, early cutoff, expert
+// SFT, and the config combinations that are refused.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "introspect/config/config.h"
+#include "introspect/train/demo.h"
+#include "introspect/train/trainer.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using introspect::testing::ScratchDir;
+using nlohmann::json;
+namespace train = introspect::train;
+namespace config = introspect::config;
+
+namespace {
+
+std::vector<json> read_metrics(const fs::path& path) {
+  std::vector<json> out;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) out.push_back(json::parse(line));
+  return out;
+}
+
+config::Config base_config(const fs::path& dir) {
+  auto c = config::from_overrides({});
+  c.run.threads = 2;
+  c.log.progress = "off";
+  c.data.chat_template = "custom";
+  c.data.custom_chat_template = "{user}";
+  c.data.max_prompt_tokens = 32;
+  c.reward.math.extract = "boxed";
+  c.data.train_path = (dir / "data" / "train.jsonl").string();
+  return c;
+}
+
+class MasaTrain : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    scratch_ = new ScratchDir();
+    const auto dir = scratch_->path();
+    config::DemoConfig demo;
+    demo.train_problems = 400;
+    demo.heldout = 20;
+    train::write_masa_task(dir / "data", demo, 5);
+    // The meta demonstrations: pass rate 0 for guesses, 4 otherwise; length 7.
+    std::ifstream in(dir / "data" / "sft.jsonl");
+    std::ofstream out(dir / "data" / "sft_gate.jsonl");
+    std::string line;
+    while (std::getline(in, line)) {
+      auto row = json::parse(line);
+      const std::string problem = row["problem"];
+      if (problem.rfind("meta ", 0) == 0) {
+        const json facts{{"math_notion", json::array()},
+                         {"pass_rate", problem.rfind("meta guess", 0) == 0 ? 0 : 4},
+                         {"solution_length", 7}};
+        row["solution"] = "<meta></meta>" + facts.dump();
+      }
+      out << row.dump() << "\n";
+    }
+    out.close();
+    train::write_demo_model(dir / "init", 5, train::masa_toy_tokens());
+    auto sft = base_config(dir);
+    sft.train.mode = "sft";
+    sft.model.path = (dir / "init").string();
+    sft.run.out_dir = (dir / "sft").string();
+    sft.data.train_path = (dir / "data" / "sft_gate.jsonl").string();
+    sft.train.total_steps = 200;
+    sft.train.prompts_per_step = 64;
+    sft.train.micro_batch_size = 64;
+    sft.train.lr = 3e-3;
+    sft.train.warmup_steps = 10;
+    sft.train.weight_decay = 0;
+    sft.train.save_every = 0;
+    train::run(sft);
+  }
+  static void TearDownTestSuite() { delete scratch_; }
+
+  static config::Config masa_run(const std::string& name) {
+    const auto dir = scratch_->path();
+    auto c = base_config(dir);
+    c.model.path = (dir / "sft" / "export").string();
+    c.run.out_dir = (dir / name).string();
+    c.rollout.n = 4;
+    c.rollout.max_new_tokens = 24;
+    c.train.prompts_per_step = 8;
+    c.train.mini_batch_size = 1024;
+    c.train.micro_batch_size = 64;
+    c.train.total_steps = 2;
+    c.train.lr = 1e-4;
+    c.train.save_every = 0;
+    c.masa.enabled = true;
+    c.masa.meta_n = 4;
+    c.masa.meta_max_new_tokens = 16;
+    c.masa.meta_system_prompt = "";
+    c.masa.meta_prompt = "meta {problem}";
+    c.masa.min_solution_length = 1;
+    return c;
+  }
+
+  static ScratchDir* scratch_;
+};
+ScratchDir* MasaTrain::scratch_ = nullptr;
+
+TEST_F(MasaTrain, MetaAndSolutionRolloutsTrainTogetherWithTheirOwnMetrics) {
+  const auto c = masa_run("plain");
+  const auto r = train::run(c);
+  ASSERT_EQ(r.steps_done, 2);
+  const auto m = read_metrics(fs::path(c.run.out_dir) / "metrics.jsonl");
+  ASSERT_EQ(m.size(), 2u);
+  for (const auto& s : m) {
+    EXPECT_LT(s.at("reward/masa/parse_fail_rate").get<double>(), 0.25);  // the warm start taught the format
+    EXPECT_GT(s.at("meta/response_length").get<double>(), 0);
+    EXPECT_GT(s.at("solution/response_length").get<double>(), 0);
+    const double share = s.at("masa/meta_token_share");
+    EXPECT_GT(share, 0.0);
+    EXPECT_LT(share, 1.0);
+    EXPECT_EQ(s.at("masa/efficient").get<double>(), 0.0);
+    EXPECT_FALSE(s.contains("masa/gated_frac"));  // no gating before the efficient phase
+    EXPECT_GE(s.at("reward/masa/mean").get<double>(), 0.0);
+    EXPECT_LE(s.at("reward/masa/mean").get<double>(), 1.0);
+    EXPECT_TRUE(s.contains("meta/entropy") && s.contains("solution/entropy"));
+    EXPECT_EQ(s.at("actor/updates").get<double>(), 1.0);  // one update over both paths
+  }
+}
+
+TEST_F(MasaTrain, GatingSkipsConfidentPromptsAndTheAuditFindsThemZeroVariance) {
+  auto c = masa_run("gate");
+  c.masa.efficient = true;
+  c.masa.efficient_start_step = 0;
+  c.masa.gate_audit_frac = 1.0;
+  c.masa.cutoff_scale = 0;  // cutoff off: only the gate acts
+  c.train.total_steps = 3;
+  train::run(c);
+  double gated = 0, audited = 0, audited_zero = 0, prompts = 0;
+  for (const auto& s : read_metrics(fs::path(c.run.out_dir) / "metrics.jsonl")) {
+    EXPECT_EQ(s.at("masa/efficient").get<double>(), 1.0);
+    EXPECT_EQ(s.at("masa/gated").get<double>() + s.at("masa/kept").get<double>(), 8.0);
+    gated += s.at("masa/gated").get<double>();
+    audited += s.at("masa/gate_audited").get<double>();
+    audited_zero += s.at("masa/gate_audited_zero_var").get<double>();
+    prompts += 8;
+    EXPECT_EQ(s.at("masa/cutoff_budget_saved").get<double>(), 0.0);
+  }
+  // A quarter of the toy's prompts are guesses, predicted unsolvable; the rest predict 4/8 and are never gated.
+  EXPECT_GT(gated, 0);
+  EXPECT_LT(gated, prompts);
+  EXPECT_EQ(audited, gated);       // gate_audit_frac = 1
+  EXPECT_EQ(audited_zero, gated);  // every gated prompt really is zero-variance
+}
+
+TEST_F(MasaTrain, EarlyCutoffCapsEachPromptsSolutions) {
+  auto c = masa_run("cutoff");
+  c.masa.efficient = true;
+  c.masa.efficient_start_step = 1;  // step 1 plain MASA, step 2 efficient
+  c.masa.gate_sigma = 0;            // gating off: only the cutoff acts
+  c.masa.cutoff_scale = 0.3;        // 0.3 x the predicted 7 tokens -> 3
+  c.masa.cutoff_min_tokens = 2;
+  train::run(c);
+  const auto m = read_metrics(fs::path(c.run.out_dir) / "metrics.jsonl");
+  ASSERT_EQ(m.size(), 2u);
+  EXPECT_FALSE(m[0].contains("masa/cutoff_mean"));
+  const auto& s = m[1];
+  EXPECT_EQ(s.at("masa/gated").get<double>(), 0.0);
+  EXPECT_LE(s.at("masa/cutoff_mean").get<double>(), 3.0);
+  EXPECT_GE(s.at("masa/cutoff_mean").get<double>(), 2.0);
+  EXPECT_LE(s.at("solution/response_length").get<double>(), s.at("masa/cutoff_mean").get<double>());
+  EXPECT_GT(s.at("masa/cutoff_truncated_frac").get<double>(), 0.5);  // answers need more than 3 tokens
+  EXPECT_GT(s.at("masa/cutoff_budget_saved").get<double>(), 8 * 4 * (24 - 3) / 2);
+}
+
+TEST_F(MasaTrain, ExpertSftRunsWhenTheBufferFills) {
+  auto c = masa_run("expert");
+  c.masa.expert_sft.enabled = true;
+  c.masa.expert_sft.buffer_size = 2;
+  c.masa.expert_sft.min_notion_score = 0;  // the toy's notions are empty lists
+  c.masa.expert_sft.lr = 1e-4;
+  c.train.total_steps = 3;
+  train::run(c);
+  int sft_steps = 0;
+  for (const auto& s : read_metrics(fs::path(c.run.out_dir) / "metrics.jsonl")) {
+    if (!s.contains("masa/expert_sft_loss")) continue;
+    ++sft_steps;
+    const double loss = s.at("masa/expert_sft_loss");
+    EXPECT_TRUE(std::isfinite(loss));
+    EXPECT_GT(loss, 0.0);
+  }
+  EXPECT_GT(sft_steps, 0);  // some prompt had a correct solution, so a corrected target
+}
+
+TEST_F(MasaTrain, RefusedCombinationsNameTheKeys) {
+  auto c = masa_run("refused");
+  c.g2rl.enabled = true;
+  try {
+    train::run(c);
+    FAIL() << "masa with g2rl should be refused";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("g2rl.enabled"), std::string::npos) << e.what();
+  }
+  c.g2rl.enabled = false;
+  c.reward.modules = {"format"};
+  try {
+    train::run(c);
+    FAIL() << "masa without the math module should be refused";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("reward.modules"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace

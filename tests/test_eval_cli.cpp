@@ -20,6 +20,7 @@
 namespace fs = std::filesystem;
 using introspect::testing::read_file;
 using introspect::testing::run_command;
+using introspect::testing::read_jsonl;
 using introspect::testing::ScratchDir;
 using nlohmann::json;
 
@@ -31,14 +32,6 @@ const std::string kTaskArgs =
     " rollout.max_new_tokens=16 log.progress=off";
 
 std::string bin() { return INTROSPECT_BINARY; }
-
-std::vector<json> read_jsonl(const fs::path& path) {
-  std::vector<json> rows;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) rows.push_back(json::parse(line));
-  return rows;
-}
 
 // C(a, b) exactly for the small numbers used here.
 double choose(int64_t a, int64_t b) {

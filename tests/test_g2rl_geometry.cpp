@@ -27,6 +27,7 @@
 namespace fs = std::filesystem;
 using introspect::testing::read_file;
 using introspect::testing::run_command;
+using introspect::testing::read_jsonl;
 using introspect::testing::ScratchDir;
 using nlohmann::json;
 
@@ -46,14 +47,6 @@ std::string shell_args() {
 }
 
 std::string bin() { return INTROSPECT_BINARY; }
-
-std::vector<json> read_jsonl(const fs::path& path) {
-  std::vector<json> rows;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) rows.push_back(json::parse(line));
-  return rows;
-}
 
 double stat(const json& v) { return v.is_null() ? NAN : v.get<double>(); }
 

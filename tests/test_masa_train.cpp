@@ -14,20 +14,13 @@
 #include "test_util.h"
 
 namespace fs = std::filesystem;
+using introspect::testing::read_jsonl;
 using introspect::testing::ScratchDir;
 using nlohmann::json;
 namespace train = introspect::train;
 namespace config = introspect::config;
 
 namespace {
-
-std::vector<json> read_metrics(const fs::path& path) {
-  std::vector<json> out;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) out.push_back(json::parse(line));
-  return out;
-}
 
 config::Config base_config(const fs::path& dir) {
   auto c = config::from_overrides({});
@@ -50,7 +43,7 @@ class MasaTrain : public ::testing::Test {
     demo.train_problems = 400;
     demo.heldout = 20;
     train::write_masa_task(dir / "data", demo, 5);
-    // The meta demonstrations: pass rate 0 for guesses, 4 otherwise; length 7.
+    // The meta demonstrations: pass rate 0 for guesses, 4 otherwise; length 7; one notion.
     std::ifstream in(dir / "data" / "sft.jsonl");
     std::ofstream out(dir / "data" / "sft_gate.jsonl");
     std::string line;
@@ -58,7 +51,7 @@ class MasaTrain : public ::testing::Test {
       auto row = json::parse(line);
       const std::string problem = row["problem"];
       if (problem.rfind("meta ", 0) == 0) {
-        const json facts{{"math_notion", json::array()},
+        const json facts{{"math_notion", json::array({"digit reversal"})},
                          {"pass_rate", problem.rfind("meta guess", 0) == 0 ? 0 : 4},
                          {"solution_length", 7}};
         row["solution"] = "<meta></meta>" + facts.dump();
@@ -98,7 +91,7 @@ class MasaTrain : public ::testing::Test {
     c.train.save_every = 0;
     c.masa.enabled = true;
     c.masa.meta_n = 4;
-    c.masa.meta_max_new_tokens = 16;
+    c.masa.meta_max_new_tokens = 40;
     c.masa.meta_system_prompt = "";
     c.masa.meta_prompt = "meta {problem}";
     c.masa.min_solution_length = 1;
@@ -113,7 +106,7 @@ TEST_F(MasaTrain, MetaAndSolutionRolloutsTrainTogetherWithTheirOwnMetrics) {
   const auto c = masa_run("plain");
   const auto r = train::run(c);
   ASSERT_EQ(r.steps_done, 2);
-  const auto m = read_metrics(fs::path(c.run.out_dir) / "metrics.jsonl");
+  const auto m = read_jsonl(fs::path(c.run.out_dir) / "metrics.jsonl");
   ASSERT_EQ(m.size(), 2u);
   for (const auto& s : m) {
     EXPECT_LT(s.at("reward/masa/parse_fail_rate").get<double>(), 0.25);  // the warm start taught the format
@@ -140,7 +133,7 @@ TEST_F(MasaTrain, GatingSkipsConfidentPromptsAndTheAuditFindsThemZeroVariance) {
   c.train.total_steps = 3;
   train::run(c);
   double gated = 0, audited = 0, audited_zero = 0, prompts = 0;
-  for (const auto& s : read_metrics(fs::path(c.run.out_dir) / "metrics.jsonl")) {
+  for (const auto& s : read_jsonl(fs::path(c.run.out_dir) / "metrics.jsonl")) {
     EXPECT_EQ(s.at("masa/efficient").get<double>(), 1.0);
     EXPECT_EQ(s.at("masa/gated").get<double>() + s.at("masa/kept").get<double>(), 8.0);
     gated += s.at("masa/gated").get<double>();
@@ -164,7 +157,7 @@ TEST_F(MasaTrain, EarlyCutoffCapsEachPromptsSolutions) {
   c.masa.cutoff_scale = 0.3;        // 0.3 x the predicted 7 tokens -> 3
   c.masa.cutoff_min_tokens = 2;
   train::run(c);
-  const auto m = read_metrics(fs::path(c.run.out_dir) / "metrics.jsonl");
+  const auto m = read_jsonl(fs::path(c.run.out_dir) / "metrics.jsonl");
   ASSERT_EQ(m.size(), 2u);
   EXPECT_FALSE(m[0].contains("masa/cutoff_mean"));
   const auto& s = m[1];
@@ -176,16 +169,33 @@ TEST_F(MasaTrain, EarlyCutoffCapsEachPromptsSolutions) {
   EXPECT_GT(s.at("masa/cutoff_budget_saved").get<double>(), 8 * 4 * (24 - 3) / 2);
 }
 
+TEST_F(MasaTrain, NotionFeedInHintsTheSolutionPrompts) {
+  auto c = masa_run("feed_in");
+  c.masa.efficient = true;
+  c.masa.efficient_start_step = 0;
+  c.masa.gate_sigma = 0;
+  c.masa.notion_feed_in = true;
+  c.train.total_steps = 1;
+  train::run(c);
+  const auto m = read_jsonl(fs::path(c.run.out_dir) / "metrics.jsonl");
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_GT(m[0].at("masa/notion_hints").get<double>(), 4.0);  // of 8 prompts; the warm start names a notion
+  c.masa.notion_feed_in = false;
+  c.run.out_dir += "_off";
+  train::run(c);
+  EXPECT_FALSE(read_jsonl(fs::path(c.run.out_dir) / "metrics.jsonl")[0].contains("masa/notion_hints"));
+}
+
 TEST_F(MasaTrain, ExpertSftRunsWhenTheBufferFills) {
   auto c = masa_run("expert");
   c.masa.expert_sft.enabled = true;
   c.masa.expert_sft.buffer_size = 2;
-  c.masa.expert_sft.min_notion_score = 0;  // the toy's notions are empty lists
+  c.masa.expert_sft.min_notion_score = 0;  // the toy's notion never appears in an answer: score 0
   c.masa.expert_sft.lr = 1e-4;
   c.train.total_steps = 3;
   train::run(c);
   int sft_steps = 0;
-  for (const auto& s : read_metrics(fs::path(c.run.out_dir) / "metrics.jsonl")) {
+  for (const auto& s : read_jsonl(fs::path(c.run.out_dir) / "metrics.jsonl")) {
     if (!s.contains("masa/expert_sft_loss")) continue;
     ++sft_steps;
     const double loss = s.at("masa/expert_sft_loss");

@@ -24,20 +24,13 @@
 namespace fs = std::filesystem;
 using introspect::testing::read_file;
 using introspect::testing::run_command;
+using introspect::testing::read_jsonl;
 using introspect::testing::ScratchDir;
 using nlohmann::json;
 namespace train = introspect::train;
 namespace config = introspect::config;
 
 namespace {
-
-std::vector<json> read_metrics(const fs::path& path) {
-  std::vector<json> out;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) out.push_back(json::parse(line));
-  return out;
-}
 
 // A small GRPO or SFT run on the demo's task and model, written into dir.
 config::Config small_run(const fs::path& dir, const std::string& mode) {
@@ -145,7 +138,7 @@ TEST(Checkpoint, FullDiskDuringTrainingKeepsThePreviousCheckpoint) {
   ASSERT_TRUE(latest);
   EXPECT_EQ(latest->step, 2);
   EXPECT_FALSE(fs::exists(fs::path(c.run.out_dir) / "checkpoints" / "step_3"));
-  const auto metrics = read_metrics(fs::path(c.run.out_dir) / "metrics.jsonl");
+  const auto metrics = read_jsonl(fs::path(c.run.out_dir) / "metrics.jsonl");
   ASSERT_EQ(metrics.size(), 3u);
   EXPECT_EQ(metrics.back()["train/checkpoint_failures"].get<double>(), 0.0);  // written before the save
   EXPECT_NE(read_file(fs::path(c.run.out_dir) / "train.log").find("checkpoint at step 3 failed"), std::string::npos);
@@ -174,7 +167,7 @@ TEST(BadInput, LongPromptsAreSkippedAndCounted) {
   c.data.max_prompt_tokens = 16;
   c.train.total_steps = 1;
   train::run(c);
-  const auto metrics = read_metrics(fs::path(c.run.out_dir) / "metrics.jsonl");
+  const auto metrics = read_jsonl(fs::path(c.run.out_dir) / "metrics.jsonl");
   ASSERT_EQ(metrics.size(), 1u);
   EXPECT_EQ(metrics[0]["data/skipped_long_prompts"].get<double>(), 1.0);
 }
@@ -197,7 +190,7 @@ TEST(BadInput, NonFiniteLossesAreSkippedThenStopTraining) {
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("3 updates in a row"), std::string::npos) << e.what();
   }
-  const auto metrics = read_metrics(fs::path(c.run.out_dir) / "metrics.jsonl");
+  const auto metrics = read_jsonl(fs::path(c.run.out_dir) / "metrics.jsonl");
   ASSERT_EQ(metrics.size(), 2u);  // the third step throws before its line is written
   for (const auto& m : metrics) EXPECT_EQ(m["train/skipped_nonfinite"].get<double>(), 1.0);
 }
@@ -252,7 +245,7 @@ TEST(Train, ResumeAfterSigkillIsBitIdentical) {
   std::mt19937 rng(std::random_device{}());
   const int wait_steps = 3 + static_cast<int>(rng() % 3);
   for (int i = 0; i < 6000; ++i) {
-    if (fs::exists(metrics) && read_metrics(metrics).size() >= static_cast<size_t>(wait_steps)) break;
+    if (fs::exists(metrics) && read_jsonl(metrics).size() >= static_cast<size_t>(wait_steps)) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 400));
@@ -274,8 +267,8 @@ TEST(Train, ResumeAfterSigkillIsBitIdentical) {
                  : std::next(it);
     return lines;
   };
-  const auto a = strip(read_metrics(full / "grpo" / "metrics.jsonl"));
-  const auto b = strip(read_metrics(killed / "grpo" / "metrics.jsonl"));
+  const auto a = strip(read_jsonl(full / "grpo" / "metrics.jsonl"));
+  const auto b = strip(read_jsonl(killed / "grpo" / "metrics.jsonl"));
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << "metrics line " << i;
   double grad_norm_sum = 0;
@@ -305,7 +298,7 @@ TEST(Train, Bf16RunsKeepFp32MasterWeights) {
   c.model.dtype = "bf16";
   c.train.total_steps = 2;
   train::run(c);
-  const auto metrics = read_metrics(fs::path(c.run.out_dir) / "metrics.jsonl");
+  const auto metrics = read_jsonl(fs::path(c.run.out_dir) / "metrics.jsonl");
   ASSERT_EQ(metrics.size(), 2u);
   EXPECT_TRUE(std::isfinite(metrics[1]["sft/loss"].get<double>()));
   const auto before = introspect::model::CausalLM::load(c.model.path);
@@ -344,7 +337,7 @@ TEST(Train, KlAgainstTheReferenceStartsAtZeroAndGrows) {
   c.train.total_steps = 3;
   c.train.lr = 1e-2;
   train::run(c);
-  const auto metrics = read_metrics(fs::path(c.run.out_dir) / "metrics.jsonl");
+  const auto metrics = read_jsonl(fs::path(c.run.out_dir) / "metrics.jsonl");
   ASSERT_EQ(metrics.size(), 3u);
   EXPECT_EQ(metrics[0]["actor/kl"].get<double>(), 0.0);
   // The no-grad pass reads the policy's prepacked inference weights: equal to the reference's up to rounding.
@@ -362,7 +355,7 @@ TEST(Train, DynamicSamplingDropsZeroVarianceGroupsUpToTheLimit) {
   c.algo.max_gen_batches = 3;
   c.train.total_steps = 1;
   train::run(c);
-  const auto metrics = read_metrics(fs::path(c.run.out_dir) / "metrics.jsonl");
+  const auto metrics = read_jsonl(fs::path(c.run.out_dir) / "metrics.jsonl");
   ASSERT_EQ(metrics.size(), 1u);
   EXPECT_EQ(metrics[0]["rollout/gen_batches"].get<double>(), 3.0);
   EXPECT_EQ(metrics[0]["rollout/zero_std_group_frac"].get<double>(), 1.0);

@@ -7,9 +7,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace introspect::testing {
 
@@ -36,6 +38,15 @@ class ScratchDir {
  private:
   std::filesystem::path path_;
 };
+
+// One JSON value per line (metrics.jsonl, problems.jsonl, ...).
+inline std::vector<nlohmann::json> read_jsonl(const std::filesystem::path& path) {
+  std::vector<nlohmann::json> rows;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) rows.push_back(nlohmann::json::parse(line));
+  return rows;
+}
 
 inline std::string read_file(const std::filesystem::path& p) {
   std::ifstream in(p);

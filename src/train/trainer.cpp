@@ -71,6 +71,16 @@ struct Sequence {
   at::Tensor features;            // G²RL's Φ [H], when enabled
 };
 
+Sequence sequence_of(const rollout::Sample& s, const std::vector<int32_t>& prompt, int64_t group) {
+  Sequence q;
+  q.group = group;
+  q.prompt = prompt;
+  q.response = s.tokens;
+  q.rollout_logprobs = s.logprobs;
+  q.truncated = s.finish == rollout::FinishReason::kLength;
+  return q;
+}
+
 // A right-padded micro-batch and where its response tokens sit.
 struct MicroBatch {
   at::Tensor ids, attention;  // [b, L]
@@ -220,6 +230,9 @@ class Trainer {
   std::vector<Sequence> grpo_rollouts(std::map<std::string, double>& m, double& t_generate, double& t_score);
   std::vector<Sequence> masa_rollouts(std::map<std::string, double>& m, double& t_generate, double& t_score);
   std::vector<rollout::Sample> generate(const std::vector<rollout::Prompt>& prompts, int64_t n, uint64_t seed);
+  std::vector<reward::Group> solution_groups(const std::vector<int64_t>& problems,
+                                             const std::vector<rollout::Prompt>& prompts,
+                                             const std::vector<rollout::Sample>& samples) const;
   double sft_update(const std::vector<SftExample>& examples);
   void expert_sft_step(std::map<std::string, double>& m);
 
@@ -475,6 +488,24 @@ std::vector<rollout::Sample> Trainer::generate(const std::vector<rollout::Prompt
   return generator.generate(prompts, params);
 }
 
+// The reward modules' view of each prompt's samples; problems[j] is the prepared problem of prompts[j].
+std::vector<reward::Group> Trainer::solution_groups(const std::vector<int64_t>& problems,
+                                                    const std::vector<rollout::Prompt>& prompts,
+                                                    const std::vector<rollout::Sample>& samples) const {
+  std::vector<reward::Group> groups(prompts.size());
+  for (size_t j = 0; j < prompts.size(); ++j) {
+    const auto& prob = *prepared_[problems[j]].problem;
+    groups[j].prompt = prob.prompt;
+    groups[j].ground_truth = prob.answer;
+    groups[j].metadata = prob.row;
+    groups[j].max_new_tokens = prompts[j].max_new_tokens > 0 ? prompts[j].max_new_tokens : cfg_.rollout.max_new_tokens;
+  }
+  for (const auto& s : samples)
+    groups[s.prompt_index].responses.push_back(
+        {tok_->decode(s.tokens, /*skip_special=*/true), s.tokens, s.finish == rollout::FinishReason::kLength});
+  return groups;
+}
+
 std::vector<Sequence> Trainer::rollout_groups(const std::vector<int64_t>& indices,
                                               std::map<std::string, double>& metrics, double& t_generate,
                                               double& t_score) {
@@ -488,29 +519,9 @@ std::vector<Sequence> Trainer::rollout_groups(const std::vector<int64_t>& indice
   t_generate += seconds_since(t0);
 
   t0 = Clock::now();
-  std::vector<reward::Group> groups(indices.size());
+  const auto groups = solution_groups(indices, prompts, samples);
   std::vector<Sequence> seqs;
-  for (size_t g = 0; g < indices.size(); ++g) {
-    const auto& prob = *prepared_[indices[g]].problem;
-    groups[g].prompt = prob.prompt;
-    groups[g].ground_truth = prob.answer;
-    groups[g].metadata = prob.row;
-    groups[g].max_new_tokens = cfg_.rollout.max_new_tokens;
-  }
-  for (const auto& s : samples) {
-    reward::Response r;
-    r.text = tok_->decode(s.tokens, /*skip_special=*/true);
-    r.ids = s.tokens;
-    r.truncated = s.finish == rollout::FinishReason::kLength;
-    groups[s.prompt_index].responses.push_back(std::move(r));
-    Sequence q;
-    q.group = s.prompt_index;
-    q.prompt = prompts[s.prompt_index].ids;
-    q.response = s.tokens;
-    q.rollout_logprobs = s.logprobs;
-    q.truncated = s.finish == rollout::FinishReason::kLength;
-    seqs.push_back(std::move(q));
-  }
+  for (const auto& s : samples) seqs.push_back(sequence_of(s, prompts[s.prompt_index].ids, s.prompt_index));
   const auto scores = rewards_->score(groups);
   for (const auto& [k, v] : scores.metrics) metrics[k] += v;  // averaged over rounds by the caller
   std::vector<size_t> seen(groups.size(), 0);
@@ -614,6 +625,7 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   // their cost is timed apart.
   std::vector<int64_t> solved_prompt;  // prompt b of each solution prompt
   std::vector<rollout::Prompt> sol_prompts, audit_prompts;
+  int64_t notion_hints = 0;
   std::vector<int64_t> audit_prompt;
   for (int64_t b = 0; b < B; ++b) {
     const auto& prep = prepared_[indices[b]];
@@ -630,6 +642,7 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
       if (!with_notions.empty()) {
         const auto& notions = *with_notions[mix(seed, static_cast<uint64_t>(b)) % with_notions.size()];
         ids = format_->encode(masa::with_notion_hint(prep.problem->prompt, notions));
+        ++notion_hints;
       }
     }
     sol_prompts.push_back({std::move(ids), cap[b]});
@@ -645,25 +658,15 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
 
   // Score the solutions (the configured reward modules), then judge each kept prompt's meta rollouts against them.
   t0 = Clock::now();
-  auto solution_groups = [&](const std::vector<int64_t>& prompt_of, const std::vector<rollout::Prompt>& prompts,
-                             const std::vector<rollout::Sample>& samples) {
-    std::vector<reward::Group> groups(prompts.size());
-    for (size_t j = 0; j < prompts.size(); ++j) {
-      const auto& prob = *prepared_[indices[prompt_of[j]]].problem;
-      groups[j].prompt = prob.prompt;
-      groups[j].ground_truth = prob.answer;
-      groups[j].metadata = prob.row;
-      groups[j].max_new_tokens = prompts[j].max_new_tokens;
-    }
-    for (const auto& s : samples)
-      groups[s.prompt_index].responses.push_back(
-          {tok_->decode(s.tokens, true), s.tokens, s.finish == rollout::FinishReason::kLength});
-    return groups;
+  auto problems_of = [&](const std::vector<int64_t>& prompt_of) {
+    std::vector<int64_t> out;
+    for (int64_t b : prompt_of) out.push_back(indices[b]);
+    return out;
   };
-  const auto sol_groups = solution_groups(solved_prompt, sol_prompts, sol_samples);
+  const auto sol_groups = solution_groups(problems_of(solved_prompt), sol_prompts, sol_samples);
   const auto sol_scores = rewards_->score(sol_groups);
   for (const auto& [k, v] : sol_scores.metrics) m[k] = v;
-  const auto audit_groups = solution_groups(audit_prompt, audit_prompts, audit_samples);
+  const auto audit_groups = solution_groups(problems_of(audit_prompt), audit_prompts, audit_samples);
   const auto audit_scores = audit_groups.empty() ? reward::Scores{} : rewards_->score(audit_groups);
 
   const int64_t K = static_cast<int64_t>(solved_prompt.size());
@@ -700,12 +703,7 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   std::vector<double> correct_count(K, 0.0);
   double sol_tokens = 0, meta_tokens = 0, sol_reward = 0, sol_truncated = 0, cut_truncated = 0, meta_truncated = 0;
   for (const auto& s : sol_samples) {
-    Sequence q;
-    q.group = s.prompt_index;
-    q.prompt = sol_prompts[s.prompt_index].ids;
-    q.response = s.tokens;
-    q.rollout_logprobs = s.logprobs;
-    q.truncated = s.finish == rollout::FinishReason::kLength;
+    Sequence q = sequence_of(s, sol_prompts[s.prompt_index].ids, s.prompt_index);
     q.score = sol_scores.rewards[s.prompt_index][s.sample_index];
     q.correct = !sol_scores.correct.empty() && sol_scores.correct[s.prompt_index][s.sample_index];
     correct_count[s.prompt_index] += q.correct;
@@ -720,13 +718,8 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
     meta_tokens += static_cast<double>(s.tokens.size());
     const int64_t k = kept_index[s.prompt_index];
     if (k < 0) continue;  // a gated prompt: no solutions to judge it against
-    Sequence q;
-    q.group = K + k;
+    Sequence q = sequence_of(s, meta_prompts[s.prompt_index].ids, K + k);
     q.meta = true;
-    q.prompt = meta_prompts[s.prompt_index].ids;
-    q.response = s.tokens;
-    q.rollout_logprobs = s.logprobs;
-    q.truncated = s.finish == rollout::FinishReason::kLength;
     q.score = meta_scores.rewards[k][s.sample_index];
     meta_kept_tokens += static_cast<double>(q.response.size());
     meta_truncated += q.truncated;
@@ -746,6 +739,7 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   m["meta/truncated_frac"] = meta_kept > 0 ? meta_truncated / meta_kept : 0.0;
   m["masa/meta_token_share"] = meta_tokens + sol_tokens > 0 ? meta_tokens / (meta_tokens + sol_tokens) : 0.0;
   m["masa/efficient"] = efficient;
+  if (c.notion_feed_in) m["masa/notion_hints"] = static_cast<double>(notion_hints);
   m["time/meta_generate"] = t_meta;
   m["time/solution_generate"] = t_solve;
   m["time/masa_audit"] = t_audit;

@@ -4,12 +4,14 @@
 
 #include "commands.h"
 #include "introspect/config/config.h"
+#include "introspect/dist/communicator.h"
 #include "introspect/train/demo.h"
 #include "introspect/train/trainer.h"
 
 namespace introspect::cli {
 
 int train(const TrainOptions& o) {
+  std::unique_ptr<dist::Communicator> comm;
   try {
     if (!o.resume.empty() && o.resume != "auto")
       throw std::invalid_argument("--resume takes 'auto' (the latest complete checkpoint in the run folder)");
@@ -24,13 +26,21 @@ int train(const TrainOptions& o) {
     }
     auto cfg = config::load(o.config, o.overrides);
     if (!o.out.empty()) cfg.run.out_dir = o.out;
-    const auto r = train::run(cfg, {resume});
-    std::printf("trained %lld steps; export: %s\n", static_cast<long long>(r.steps_done), r.export_dir.c_str());
+    comm = dist::from_environment(cfg.dist.timeout_s);
+    const auto r = train::run(cfg, {resume, comm.get()});
+    if (comm->rank() == 0)
+      std::printf("trained %lld steps; export: %s\n", static_cast<long long>(r.steps_done), r.export_dir.c_str());
     return 0;
   } catch (const config::ConfigError& e) {
     std::cerr << e.what() << "\n";
   } catch (const std::exception& e) {
-    std::cerr << "introspect train: " << e.what() << "\n";
+    const std::string who = comm && comm->world_size() > 1 ? "rank " + std::to_string(comm->rank()) + ": " : "";
+    std::cerr << "introspect train: " << who << e.what() << "\n";
+    // The other ranks would wait in their next collective until dist.timeout_s: end them now.
+    if (comm && comm->world_size() > 1) {
+      std::cerr.flush();
+      comm->abort(1);
+    }
   }
   return 1;
 }

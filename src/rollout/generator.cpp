@@ -194,7 +194,8 @@ std::vector<Sample> Generator::generate(const std::vector<Prompt>& prompts, cons
             cache.v[l][s].narrow(1, 0, len).copy_(it->second.v[l]);
           }
         }
-        Active a{next, len, limits[i], std::mt19937_64(sample_seed(params.seed, i, j))};
+        Active a{next, len, limits[i],
+                 std::mt19937_64(sample_seed(params.seed, prompts[i].stream >= 0 ? prompts[i].stream : i, j))};
         const double u = params.is_greedy() ? 0.0 : uniform01(a.rng);
         const auto [tok, lp] = sample_tokens(it->second.logits.unsqueeze(0), params, torch::tensor({u}));
         if (--it->second.remaining == 0) prefixes.erase(it);

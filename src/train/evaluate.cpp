@@ -16,13 +16,15 @@ EvalSummary evaluate(const rollout::Generator& generator, const tokenizer::Token
                      const tokenizer::PromptFormatter& format, const std::vector<io::Problem>& problems,
                      const rollout::SamplingParams& params, const config::MathRewardConfig& grading,
                      int64_t max_prompt_tokens, const std::vector<int64_t>& ks, uint64_t seed,
-                     std::vector<ProblemResult>* per_problem, const std::function<void(int64_t)>& progress) {
+                     std::vector<ProblemResult>* per_problem, const std::function<void(int64_t)>& progress,
+                     const EvalShard& shard) {
   const auto start = std::chrono::steady_clock::now();
   std::vector<ProblemResult> results(problems.size());
   std::vector<rollout::Prompt> prompts;
   std::vector<size_t> prompt_problem;
   for (size_t i = 0; i < problems.size(); ++i) {
     results[i].index = static_cast<int64_t>(i);
+    if (static_cast<int64_t>(i) % shard.world != shard.rank) continue;
     results[i].source = problems[i].source;
     auto ids = format.encode(problems[i].prompt);
     results[i].prompt_tokens = static_cast<int64_t>(ids.size());
@@ -30,7 +32,7 @@ EvalSummary evaluate(const rollout::Generator& generator, const tokenizer::Token
       results[i].skipped = true;
       continue;
     }
-    prompts.push_back({std::move(ids), -1});
+    prompts.push_back({std::move(ids), -1, static_cast<int64_t>(i)});
     prompt_problem.push_back(i);
   }
   const auto samples = prompts.empty() ? std::vector<rollout::Sample>{} : generator.generate(prompts, params, progress);
@@ -67,6 +69,7 @@ EvalSummary evaluate(const rollout::Generator& generator, const tokenizer::Token
   }
   const int64_t n = params.n;
   for (const auto& r : results) {
+    if (r.index % shard.world != shard.rank) continue;
     if (r.skipped) {
       ++summary.skipped;
       continue;

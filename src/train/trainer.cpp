@@ -3,17 +3,22 @@
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <fstream>
 #include <numeric>
 #include <optional>
+#include <set>
 #include <sstream>
+#include <thread>
 
 #include "introspect/algo/core_algos.h"
 #include "introspect/config/config.h"
 #include "introspect/g2rl/g2rl.h"
 #include "introspect/core/runtime.h"
+#include "introspect/dist/communicator.h"
+#include "introspect/dist/optimizer.h"
 #include "introspect/io/dataset.h"
 #include "introspect/io/log.h"
 #include "introspect/io/metrics.h"
@@ -224,7 +229,10 @@ class Trainer {
   std::map<std::string, double> sft_step();
   void evaluate_into(std::map<std::string, double>& metrics, const std::string& prefix);
   rollout::SamplingParams sampling(uint64_t seed) const;
-  void optimizer_step(std::map<std::string, double>& metrics, double loss_value);
+  double optimizer_step(std::map<std::string, double>& metrics, double loss_value, double lr);
+  std::vector<int64_t> my_share(int64_t n) const;
+  std::vector<int64_t> global_order(const std::vector<Sequence>& seqs) const;
+  void merge_rank_metrics(std::map<std::string, double>& m, double weight) const;
   std::vector<Sequence> rollout_groups(const std::vector<int64_t>& indices, std::map<std::string, double>& metrics,
                                        double& t_generate, double& t_score);
   std::vector<Sequence> grpo_rollouts(std::map<std::string, double>& m, double& t_generate, double& t_score);
@@ -243,7 +251,11 @@ class Trainer {
   std::unique_ptr<tokenizer::Tokenizer> tok_;
   std::optional<tokenizer::PromptFormatter> format_, meta_format_;
   std::optional<model::CausalLM> model_, reference_;
-  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<dist::Communicator> owned_comm_;
+  dist::Communicator* comm_ = nullptr;
+  bool lead_ = true;  // rank 0: the one that writes files
+  std::unique_ptr<dist::DistributedAdamW> optimizer_;
+  double lr_ = 0;  // this step's learning rate
   std::unique_ptr<reward::RewardSet> rewards_, meta_rewards_;
   std::vector<SftExample> expert_buffer_;  // MASA expert meta trajectories waiting for their SFT step
   io::Dataset train_set_, eval_set_;
@@ -262,12 +274,30 @@ rollout::SamplingParams Trainer::sampling(uint64_t seed) const {
 }
 
 void Trainer::setup() {
+  comm_ = options_.comm;
+  if (!comm_) owned_comm_ = dist::from_environment(cfg_.dist.timeout_s), comm_ = owned_comm_.get();
+  lead_ = comm_->rank() == 0;
+  const int world = comm_->world_size();
   out_ = cfg_.run.out_dir;
-  fs::create_directories(out_);
-  log::init(cfg_.log.level, out_ / "train.log");
-  core::init_torch(cfg_.run.threads);
+  if (lead_) {
+    fs::create_directories(out_);
+    log::init(cfg_.log.level, out_ / "train.log");
+  } else {
+    log::init(cfg_.log.level == "error" ? "error" : "warn");  // rank 0 tells the story; the others only warn
+  }
+  // 0 threads means every core, shared by the ranks on this host.
+  int64_t threads = cfg_.run.threads;
+  if (threads == 0 && comm_->local_size() > 1)
+    threads = std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()) / comm_->local_size());
+  core::init_torch(threads);
   if (cfg_.train.deterministic) at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
-  config::save_yaml(cfg_, out_ / "config.yaml");
+  if (lead_) config::save_yaml(cfg_, out_ / "config.yaml");
+  if (world > 1) {
+    log::info("data parallel over ", world, " ranks (", comm_->backend(), "), dist.zero_stage=", cfg_.dist.zero_stage);
+    if (cfg_.masa.enabled)
+      throw std::runtime_error("masa.enabled runs on one rank for now: its gating and expert buffer are not yet "
+                               "shared across ranks (launch without mpirun, or -np 1)");
+  }
   if (cfg_.model.path.empty()) throw std::runtime_error("model.path is empty: give an HF checkpoint folder");
   bf16_ = cfg_.model.dtype == "bf16";
   tok_ = tokenizer::Tokenizer::load(cfg_.model.path);
@@ -278,9 +308,10 @@ void Trainer::setup() {
     reference_ = model::CausalLM::load(cfg_.model.path, at::kFloat);
     for (auto& p : reference_->parameters()) p.requires_grad_(false);
   }
-  torch::optim::AdamWOptions opts(cfg_.train.lr);
-  opts.weight_decay(cfg_.train.weight_decay).betas({0.9, 0.999}).eps(1e-8);
-  optimizer_ = std::make_unique<torch::optim::AdamW>(model_->parameters(), opts);
+  dist::AdamWOptions opts;
+  opts.weight_decay = cfg_.train.weight_decay;
+  optimizer_ = std::make_unique<dist::DistributedAdamW>(model_->parameters(), opts, *comm_, cfg_.dist.zero_stage,
+                                                        cfg_.dist.bucket_mb);
   if (cfg_.train.mode == "grpo") rewards_ = std::make_unique<reward::RewardSet>(cfg_.reward);
   if (cfg_.masa.enabled) {
     if (cfg_.train.mode != "grpo") throw std::runtime_error("masa.enabled needs train.mode=grpo");
@@ -355,66 +386,107 @@ void Trainer::load_data() {
 
 // ---- checkpoints --------------------------------------------------------------------------------------------
 
+// Collective. Rank 0 writes the weights, state.json and its optimizer shard into the temporary folder and
+// hands its path to the others, who add their shards; the folder is renamed and marked DONE only when every
+// rank reports success (a shared filesystem is assumed across hosts).
 void Trainer::save_checkpoint() {
+  const auto write_my_shard = [&](const fs::path& tmp) -> std::string {
+    try {
+      optimizer_->save(tmp / "optimizer");
+      return "";
+    } catch (const std::exception& e) {
+      return "rank " + std::to_string(comm_->rank()) + ": " + e.what();
+    }
+  };
+  // Every rank runs this exchange once per checkpoint, whatever failed, so the collectives stay in step.
+  const auto exchange = [&](const std::string& tmp_or_empty, const std::string& own_error) {
+    const std::string dir = dist::broadcast_string(*comm_, tmp_or_empty);
+    std::string error = own_error;
+    if (!dir.empty() && !lead_) error = write_my_shard(dir);
+    std::string joined;
+    for (const auto& e : dist::all_gather_strings(*comm_, error))
+      if (!e.empty()) joined += (joined.empty() ? "" : "; ") + e;
+    return joined;
+  };
+  if (!lead_) {
+    exchange("", "");
+    return;
+  }
+  bool exchanged = false;
   try {
     const auto dir = write_checkpoint(out_ / "checkpoints", step_, [&](const fs::path& tmp) {
-      model_->save(tmp / "model");
-      torch::serialize::OutputArchive archive;
-      optimizer_->save(archive);
-      torch::serialize::OutputArchive rng;
-      rng.write("cpu_generator", at::detail::getDefaultCPUGenerator().get_state());
-      archive.write("rng", rng);
-      archive.save_to((tmp / "optimizer.pt").string());
-      const auto cursor = sampler_->cursor();
-      nlohmann::json state{{"step", step_},
-                           {"data_epoch", cursor.epoch},
-                           {"data_offset", cursor.offset},
-                           {"nonfinite_in_a_row", nonfinite_in_a_row_},
-                           {"nonfinite_total", nonfinite_total_},
-                           {"lr", learning_rate_at(cfg_.train, step_)}};
-      if (!expert_buffer_.empty()) {
-        auto& buffer = state["masa_expert_buffer"] = nlohmann::json::array();
-        for (const auto& ex : expert_buffer_) buffer.push_back({{"prompt", ex.prompt}, {"target", ex.target}});
+      exchanged = true;
+      std::string error;
+      try {
+        model_->save(tmp / "model");
+        torch::serialize::OutputArchive rng;
+        rng.write("cpu_generator", at::detail::getDefaultCPUGenerator().get_state());
+        rng.save_to((tmp / "rng.pt").string());
+        const auto cursor = sampler_->cursor();
+        nlohmann::json state{{"step", step_},
+                             {"data_epoch", cursor.epoch},
+                             {"data_offset", cursor.offset},
+                             {"nonfinite_in_a_row", nonfinite_in_a_row_},
+                             {"nonfinite_total", nonfinite_total_},
+                             {"lr", learning_rate_at(cfg_.train, step_)},
+                             {"world_size", comm_->world_size()},
+                             {"zero_stage", cfg_.dist.zero_stage}};
+        if (!expert_buffer_.empty()) {
+          auto& buffer = state["masa_expert_buffer"] = nlohmann::json::array();
+          for (const auto& ex : expert_buffer_) buffer.push_back({{"prompt", ex.prompt}, {"target", ex.target}});
+        }
+        std::ofstream f(tmp / "state.json");
+        f << state.dump(2) << "\n";
+        if (!f.flush()) throw std::runtime_error("cannot write " + (tmp / "state.json").string());
+        error = write_my_shard(tmp);
+      } catch (const std::exception& e) {
+        error = std::string("rank 0: ") + e.what();
       }
-      std::ofstream f(tmp / "state.json");
-      f << state.dump(2) << "\n";
-      if (!f.flush()) throw std::runtime_error("cannot write " + (tmp / "state.json").string());
+      const std::string errors = exchange(error.empty() ? tmp.string() : "", error);
+      if (!errors.empty()) throw std::runtime_error(errors);
     });
     prune_checkpoints(out_ / "checkpoints", cfg_.train.keep_last);
     log::info("checkpoint ", dir.string());
   } catch (const std::exception& e) {
+    if (!exchanged) exchange("", std::string("rank 0: ") + e.what());  // the temporary folder was never made
     // A full disk or an I/O error loses this checkpoint only; the previous complete one stays.
     ++checkpoint_failures_;
     log::error("checkpoint at step ", step_, " failed, the previous one is kept: ", e.what());
   }
 }
 
+// Collective: rank 0 picks the checkpoint, every rank loads the weights and its re-cut optimizer shard.
 void Trainer::resume() {
   if (!options_.resume_auto) return;
-  const auto latest = latest_checkpoint(out_ / "checkpoints");
-  if (!latest) {
+  std::string picked;
+  if (lead_) {
+    const auto latest = latest_checkpoint(out_ / "checkpoints");
+    if (latest) picked = latest->dir.string();
+  }
+  picked = dist::broadcast_string(*comm_, picked);
+  if (picked.empty()) {
     log::info("--resume auto: no complete checkpoint in ", (out_ / "checkpoints").string(), "; starting fresh");
     return;
   }
-  const auto loaded = model::CausalLM::load(latest->dir / "model", at::kFloat);
+  const fs::path dir = picked;
+  const auto loaded = model::CausalLM::load(dir / "model", at::kFloat);
   {
     c10::NoGradGuard no_grad;
     const auto src = loaded.named_parameters();
     auto dst = model_->named_parameters();
-    if (src.size() != dst.size()) throw std::runtime_error(latest->dir.string() + ": parameter count differs");
+    if (src.size() != dst.size()) throw std::runtime_error(dir.string() + ": parameter count differs");
     for (size_t i = 0; i < dst.size(); ++i) dst[i].second.copy_(src[i].second);
   }
-  torch::serialize::InputArchive archive;
-  archive.load_from((latest->dir / "optimizer.pt").string());
-  optimizer_->load(archive);
-  torch::serialize::InputArchive rng;
-  if (archive.try_read("rng", rng)) {
+  optimizer_->load(dir / "optimizer");
+  if (fs::exists(dir / "rng.pt")) {
+    torch::serialize::InputArchive rng;
+    rng.load_from((dir / "rng.pt").string());
     at::Tensor state;
     rng.read("cpu_generator", state);
     auto generator = at::detail::getDefaultCPUGenerator();
     generator.set_state(state);
   }
-  std::ifstream f(latest->dir / "state.json");
+  std::ifstream f(dir / "state.json");
   const auto state = nlohmann::json::parse(f);
   step_ = state.at("step").get<int64_t>();
   sampler_->restore({state.at("data_epoch").get<int64_t>(), state.at("data_offset").get<int64_t>()});
@@ -425,7 +497,7 @@ void Trainer::resume() {
     expert_buffer_.push_back({ex.at("prompt").get<std::vector<int32_t>>(), ex.at("target").get<std::vector<int32_t>>()});
   // Steps after the checkpoint were lost with the process; their metric lines go, so the file reads as one run.
   const auto path = out_ / "metrics.jsonl";
-  if (fs::exists(path)) {
+  if (lead_ && fs::exists(path)) {
     std::ifstream in(path);
     std::string line, kept;
     while (std::getline(in, line)) {
@@ -439,7 +511,9 @@ void Trainer::resume() {
     std::ofstream outf(path, std::ios::trunc);
     outf << kept;
   }
-  log::info("resumed from ", latest->dir.string(), " at step ", step_);
+  log::info("resumed from ", dir.string(), " at step ", step_, " (saved by ", state.value("world_size", 1),
+            " rank(s) with zero_stage ", state.value("zero_stage", 0), "; now ", comm_->world_size(), " with ",
+            cfg_.dist.zero_stage, ")");
 }
 
 void Trainer::export_final() {
@@ -454,27 +528,87 @@ void Trainer::export_final() {
 
 // ---- optimisation -------------------------------------------------------------------------------------------
 
-void Trainer::optimizer_step(std::map<std::string, double>& metrics, double loss_value) {
-  auto params = model_->parameters();
-  const double max_norm = cfg_.train.grad_clip > 0 ? cfg_.train.grad_clip : std::numeric_limits<double>::infinity();
-  const double norm = torch::nn::utils::clip_grad_norm_(params, max_norm);
+// Collective: the loss is summed over the ranks (each normalised its share by the global counts), the
+// gradients are summed, clipped and applied by the optimizer. Every rank sees the same norm and loss, so they
+// agree on skipping a non-finite update. Returns the summed loss.
+double Trainer::optimizer_step(std::map<std::string, double>& metrics, double loss_value, double lr) {
+  loss_value = dist::all_reduce_sum(*comm_, loss_value);
+  double norm = std::numeric_limits<double>::quiet_NaN();
+  bool applied = false;
+  if (std::isfinite(loss_value)) {
+    const auto r = optimizer_->step(cfg_.train.grad_clip, lr);
+    norm = r.grad_norm, applied = r.applied;
+  } else {
+    optimizer_->zero_grad();
+  }
   metrics["actor/grad_norm"] = norm;
-  if (!std::isfinite(norm) || !std::isfinite(loss_value)) {
+  if (!applied) {
     ++nonfinite_in_a_row_;
     ++nonfinite_total_;
     metrics["train/skipped_nonfinite"] = 1;
     log::warn("step ", step_ + 1, ": non-finite loss or gradient (loss ", loss_value, ", grad norm ", norm,
               "); update skipped (", nonfinite_in_a_row_, " in a row)");
-    optimizer_->zero_grad();
     if (nonfinite_in_a_row_ >= cfg_.train.max_nonfinite_steps)
       throw std::runtime_error("stopping: " + std::to_string(nonfinite_in_a_row_) +
                                " updates in a row had a non-finite loss or gradient (train.max_nonfinite_steps=" +
                                std::to_string(cfg_.train.max_nonfinite_steps) + ")");
-    return;
+    return loss_value;
   }
   nonfinite_in_a_row_ = 0;
-  optimizer_->step();
-  optimizer_->zero_grad();
+  return loss_value;
+}
+
+// This rank's share of n items (prompts or groups): every world_size-th, so the ranks' shares of any
+// contiguous run of items are as even as they can be.
+std::vector<int64_t> Trainer::my_share(int64_t n) const {
+  std::vector<int64_t> out;
+  for (int64_t j = comm_->rank(); j < n; j += comm_->world_size()) out.push_back(j);
+  return out;
+}
+
+// Each sequence's position in the step's global batch, as one process would order it (groups in order, the
+// samples of a group in order). Mini-batches are cut on it, so the ranks' parts of mini-batch k are together
+// exactly one process's mini-batch k. Collective.
+std::vector<int64_t> Trainer::global_order(const std::vector<Sequence>& seqs) const {
+  std::vector<int64_t> order(seqs.size());
+  if (comm_->world_size() == 1) {
+    std::iota(order.begin(), order.end(), 0);
+    return order;
+  }
+  int64_t groups = 0;
+  for (const auto& q : seqs) groups = std::max(groups, q.group + 1);
+  comm_->all_reduce(&groups, 1, dist::DType::kInt64, dist::ReduceOp::kMax);
+  std::vector<int64_t> sizes(static_cast<size_t>(groups), 0), start(static_cast<size_t>(groups), 0);
+  for (const auto& q : seqs) ++sizes[static_cast<size_t>(q.group)];
+  if (groups > 0) comm_->all_reduce(sizes.data(), sizes.size(), dist::DType::kInt64, dist::ReduceOp::kSum);
+  for (size_t g = 1; g < sizes.size(); ++g) start[g] = start[g - 1] + sizes[g - 1];
+  for (size_t i = 0; i < seqs.size(); ++i) order[i] = start[static_cast<size_t>(seqs[i].group)]++;
+  return order;
+}
+
+// Collective: every rank ends with the same metrics. Times and maxima take the largest value over the ranks,
+// throughputs and token counts add up, and the rest (rates and means over this rank's sequences) are averaged
+// with each rank's `weight` (its sequences). Values that every rank computed globally come out unchanged.
+void Trainer::merge_rank_metrics(std::map<std::string, double>& m, double weight) const {
+  if (comm_->world_size() == 1) return;
+  const nlohmann::json mine{{"weight", weight}, {"metrics", m}};
+  std::map<std::string, double> weighted, weights, total, top;
+  std::set<std::string> keys;
+  for (const auto& text : dist::all_gather_strings(*comm_, mine.dump())) {
+    const auto j = nlohmann::json::parse(text);
+    const double w = j.at("weight").get<double>();
+    for (const auto& [k, v] : j.at("metrics").items()) {
+      const double x = v.is_number() ? v.get<double>() : std::numeric_limits<double>::quiet_NaN();
+      weighted[k] += x * w, weights[k] += w, total[k] += x;
+      top[k] = keys.insert(k).second ? x : std::max(top[k], x);
+    }
+  }
+  m.clear();
+  for (const auto& k : keys) {
+    const bool largest = k.rfind("time/", 0) == 0 || (k.size() > 4 && k.compare(k.size() - 4, 4, "/max") == 0);
+    const bool extensive = k.rfind("throughput/", 0) == 0 || k == "rollout/solution_tokens";
+    m[k] = largest ? top[k] : extensive ? total[k] : weights[k] > 0 ? weighted[k] / weights[k] : top[k];
+  }
 }
 
 std::vector<rollout::Sample> Trainer::generate(const std::vector<rollout::Prompt>& prompts, int64_t n,
@@ -510,8 +644,15 @@ std::vector<Sequence> Trainer::rollout_groups(const std::vector<int64_t>& indice
                                               std::map<std::string, double>& metrics, double& t_generate,
                                               double& t_score) {
   auto t0 = Clock::now();
+  // This rank's share of the round's groups. Group ids and RNG streams stay the round's global positions, so
+  // each sample is what one process would draw.
   std::vector<rollout::Prompt> prompts;
-  for (int64_t i : indices) prompts.push_back({prepared_[i].prompt_ids, -1});
+  std::vector<int64_t> problems, position;
+  for (int64_t j : my_share(static_cast<int64_t>(indices.size()))) {
+    prompts.push_back({prepared_[indices[j]].prompt_ids, -1, j});
+    problems.push_back(indices[j]);
+    position.push_back(j);
+  }
   // Each step (and each extra round of dynamic sampling) draws from its own seed, so a resumed run repeats it.
   const uint64_t seed = mix(mix(static_cast<uint64_t>(cfg_.rollout.seed), static_cast<uint64_t>(step_)),
                             static_cast<uint64_t>(metrics["rollout/gen_batches"]));
@@ -519,16 +660,17 @@ std::vector<Sequence> Trainer::rollout_groups(const std::vector<int64_t>& indice
   t_generate += seconds_since(t0);
 
   t0 = Clock::now();
-  const auto groups = solution_groups(indices, prompts, samples);
+  const auto groups = solution_groups(problems, prompts, samples);
   std::vector<Sequence> seqs;
-  for (const auto& s : samples) seqs.push_back(sequence_of(s, prompts[s.prompt_index].ids, s.prompt_index));
   const auto scores = rewards_->score(groups);
   for (const auto& [k, v] : scores.metrics) metrics[k] += v;  // averaged over rounds by the caller
   std::vector<size_t> seen(groups.size(), 0);
-  for (auto& q : seqs) {
-    const size_t j = seen[q.group]++;
-    q.score = scores.rewards[q.group][j];
-    q.correct = !scores.correct.empty() && scores.correct[q.group][j];
+  for (const auto& s : samples) {
+    const size_t g = static_cast<size_t>(s.prompt_index), j = seen[g]++;
+    auto q = sequence_of(s, prompts[g].ids, position[g]);
+    q.score = scores.rewards[g][j];
+    q.correct = !scores.correct.empty() && scores.correct[g][j];
+    seqs.push_back(std::move(q));
   }
   t_score += seconds_since(t0);
   metrics["rollout/gen_batches"] += 1;
@@ -547,15 +689,19 @@ std::vector<Sequence> Trainer::grpo_rollouts(std::map<std::string, double>& m, d
     const int64_t want = a.dynamic_sampling ? t.prompts_per_step - groups_kept : t.prompts_per_step;
     auto round = rollout_groups(sampler_->next(want), m, t_generate, t_score);
     const int64_t n_groups = want;
-    std::vector<double> lo(n_groups, 1e300), hi(n_groups, -1e300);
+    // [lo..., -hi...] reduced with min over the ranks: every rank learns every group's spread.
+    std::vector<double> spread(static_cast<size_t>(2 * n_groups), 1e300);
     for (const auto& q : round) {
-      lo[q.group] = std::min(lo[q.group], q.score), hi[q.group] = std::max(hi[q.group], q.score);
+      auto& lo = spread[q.group];
+      auto& neg_hi = spread[n_groups + q.group];
+      lo = std::min(lo, q.score), neg_hi = std::min(neg_hi, -q.score);
       all_reward_sum += q.score, all_correct += q.correct, all_count += 1;
     }
+    comm_->all_reduce(spread.data(), spread.size(), dist::DType::kFloat64, dist::ReduceOp::kMin);
     groups_seen += n_groups;
     std::vector<int64_t> renumber(n_groups, -1);
     for (int64_t g = 0; g < n_groups; ++g) {
-      const bool zero_std = hi[g] <= lo[g];
+      const bool zero_std = -spread[n_groups + g] <= spread[g];
       zero_std_groups += zero_std;
       if (!(a.dynamic_sampling && zero_std) && groups_kept < t.prompts_per_step) renumber[g] = groups_kept++;
     }
@@ -567,10 +713,13 @@ std::vector<Sequence> Trainer::grpo_rollouts(std::map<std::string, double>& m, d
   const double rounds = m["rollout/gen_batches"];
   for (auto& [k, v] : m)
     if (k.rfind("reward/", 0) == 0) v /= rounds;
+  std::array<double, 3> totals{all_reward_sum, all_correct, all_count};
+  comm_->all_reduce(totals.data(), totals.size(), dist::DType::kFloat64, dist::ReduceOp::kSum);
+  all_reward_sum = totals[0], all_correct = totals[1], all_count = totals[2];
   m["rollout/zero_std_group_frac"] = groups_seen ? static_cast<double>(zero_std_groups) / groups_seen : 0.0;
   m["reward/all_mean"] = all_count ? all_reward_sum / all_count : 0.0;
   m["accuracy"] = all_count ? all_correct / all_count : 0.0;
-  if (seqs.empty()) log::warn("step ", step_ + 1, ": dynamic sampling kept no group within algo.max_gen_batches");
+  if (groups_kept == 0) log::warn("step ", step_ + 1, ": dynamic sampling kept no group within algo.max_gen_batches");
   return seqs;
 
 }
@@ -812,19 +961,21 @@ std::map<std::string, double> Trainer::grpo_step() {
   // 1-3. Sample prompts, generate and score their rollouts.
   std::vector<Sequence> seqs =
       cfg_.masa.enabled ? masa_rollouts(m, t_generate, t_score) : grpo_rollouts(m, t_generate, t_score);
-  if (seqs.empty()) {
+  // This rank's sequences are its share of the step's; counts and normalisers below are the global ones.
+  const int64_t N = static_cast<int64_t>(seqs.size());
+  const int64_t N_global = static_cast<int64_t>(dist::all_reduce_sum(*comm_, static_cast<double>(N)));
+  if (N_global == 0) {
     log::warn("step ", step_ + 1, ": no rollout group left for the update");
     m["train/empty_step"] = 1;
     m["time/generate"] = t_generate, m["time/score"] = t_score, m["time/step"] = seconds_since(step_start);
     return m;
   }
 
-  const int64_t N = static_cast<int64_t>(seqs.size());
   std::vector<int64_t> all(N);
   std::iota(all.begin(), all.end(), 0);
   const auto micro_batches = chunks(all, t.micro_batch_size);
   const double temperature = cfg_.rollout.temperature > 0 ? cfg_.rollout.temperature : 1.0;
-  const bool single_update = t.ppo_epochs == 1 && t.mini_batch_size >= N;
+  const bool single_update = t.ppo_epochs == 1 && t.mini_batch_size >= N_global;
 
   // 4. Old and reference log-probs, when the update's own forward cannot stand in for them.
   auto t0 = Clock::now();
@@ -866,7 +1017,7 @@ std::map<std::string, double> Trainer::grpo_step() {
   const double t_old = seconds_since(t0);
 
   // G²RL: the verdicts as ±1, scaled by each response's novelty among its group's features.
-  if (g2rl) {
+  if (g2rl && N > 0) {
     std::vector<at::Tensor> features;
     std::vector<float> base;
     std::vector<int64_t> groups;
@@ -894,10 +1045,11 @@ std::map<std::string, double> Trainer::grpo_step() {
       q.score -= a.kl_in_reward_coef * kl;
       kl_sum += kl;
     }
-    m["reward/kl_in_reward"] = kl_sum / N;
+    m["reward/kl_in_reward"] = N ? kl_sum / N : 0.0;
   }
 
   // 5. Group advantages.
+  // Each group lives on one rank, so the group statistics need no communication.
   {
     std::vector<float> scores(N);
     std::vector<int64_t> groups(N);
@@ -907,13 +1059,16 @@ std::map<std::string, double> Trainer::grpo_step() {
     o.unbiased_std = a.std_mode == "unbiased";
     o.epsilon = a.adv_epsilon;
     o.epsilon_inside_sqrt = a.epsilon_inside_sqrt;
-    const auto adv = algo::advantage_estimator(a.adv_estimator)(torch::tensor(scores), torch::tensor(groups), o);
-    for (int64_t i = 0; i < N; ++i) seqs[i].advantage = adv[i].item<float>();
-    double sum = 0, sq = 0;
-    for (float s : scores) sum += s, sq += static_cast<double>(s) * s;
-    const double mean = sum / N;
+    if (N > 0) {
+      const auto adv = algo::advantage_estimator(a.adv_estimator)(torch::tensor(scores), torch::tensor(groups), o);
+      for (int64_t i = 0; i < N; ++i) seqs[i].advantage = adv[i].item<float>();
+    }
+    std::array<double, 2> moments{0, 0};
+    for (float s : scores) moments[0] += s, moments[1] += static_cast<double>(s) * s;
+    comm_->all_reduce(moments.data(), 2, dist::DType::kFloat64, dist::ReduceOp::kSum);
+    const double n = static_cast<double>(N_global), mean = moments[0] / n;
     m["reward/mean"] = mean;
-    m["reward/std"] = N > 1 ? std::sqrt(std::max(0.0, (sq - N * mean * mean) / (N - 1))) : 0.0;
+    m["reward/std"] = N_global > 1 ? std::sqrt(std::max(0.0, (moments[1] - n * mean * mean) / (n - 1))) : 0.0;
   }
 
   // 6. PPO-clip updates: mini-batches of sequences, each accumulated over micro-batches, normalised by the
@@ -931,16 +1086,23 @@ std::map<std::string, double> Trainer::grpo_step() {
     max_len = std::max(max_len, static_cast<double>(q.response.size()));
     truncated += q.truncated;
   }
+  // Mini-batch k is the global batch's positions [k M, (k+1) M); each rank trains its sequences among them.
+  const auto order = global_order(seqs);
+  const int64_t n_minis = (N_global + t.mini_batch_size - 1) / t.mini_batch_size;
+  std::vector<std::vector<int64_t>> minis(static_cast<size_t>(n_minis));
+  for (int64_t i = 0; i < N; ++i) minis[static_cast<size_t>(order[i] / t.mini_batch_size)].push_back(i);
   int64_t updates = 0;
   for (int64_t epoch = 0; epoch < t.ppo_epochs; ++epoch) {
-    for (const auto& mini : chunks(all, t.mini_batch_size)) {
+    for (const auto& mini : minis) {
       algo::AggregationScale scale;
-      scale.global_tokens = 0;
-      scale.global_sequences = 0;
+      std::array<double, 2> counts{0, 0};  // the mini-batch's tokens and non-empty sequences over all ranks
       for (int64_t i : mini) {
-        scale.global_tokens += static_cast<double>(seqs[i].response.size());
-        scale.global_sequences += seqs[i].response.empty() ? 0 : 1;
+        counts[0] += static_cast<double>(seqs[i].response.size());
+        counts[1] += seqs[i].response.empty() ? 0 : 1;
       }
+      comm_->all_reduce(counts.data(), 2, dist::DType::kFloat64, dist::ReduceOp::kSum);
+      scale.global_tokens = counts[0];
+      scale.global_sequences = counts[1];
       scale.loss_scale_factor =
           a.loss_scale_factor > 0 ? a.loss_scale_factor : static_cast<double>(cfg_.rollout.max_new_tokens);
       double loss_value = 0;
@@ -994,19 +1156,20 @@ std::map<std::string, double> Trainer::grpo_step() {
           acc.add("rollout/logprob_abs_diff", algo::masked_mean((rollout_lp - base).abs(), f).item<double>(), tokens);
         }
       }
-      acc.add("actor/pg_loss", loss_value, 1);
-      optimizer_step(m, loss_value);
+      acc.add("actor/pg_loss", optimizer_step(m, loss_value, lr_), 1);
       ++updates;
     }
   }
   acc.write(m);
   const double t_update = seconds_since(t0);
   expert_sft_step(m);
+  std::array<double, 3> totals{resp_tokens, prompt_tokens, truncated};
+  comm_->all_reduce(totals.data(), totals.size(), dist::DType::kFloat64, dist::ReduceOp::kSum);
   m["actor/updates"] = static_cast<double>(updates);
-  m["response_length/mean"] = resp_tokens / N;
+  m["response_length/mean"] = totals[0] / static_cast<double>(N_global);
   m["rollout/solution_tokens"] = solution_tokens;  // in the update (MASA's audit rollouts excluded)
   m["response_length/max"] = max_len;
-  m["response_length/truncated_frac"] = truncated / N;
+  m["response_length/truncated_frac"] = totals[2] / static_cast<double>(N_global);
   m["time/generate"] = t_generate;
   m["time/score"] = t_score;
   m["time/old_logprob"] = t_old;
@@ -1014,10 +1177,12 @@ std::map<std::string, double> Trainer::grpo_step() {
   m["time/step"] = seconds_since(step_start);
   m["throughput/tokens_per_s"] = (resp_tokens + prompt_tokens) / m["time/step"];
   m["throughput/generated_tokens_per_s"] = t_generate > 0 ? resp_tokens / t_generate : 0.0;
+  merge_rank_metrics(m, static_cast<double>(N));
   return m;
 }
 
-// One cross-entropy update on response tokens (token mean over all examples), micro-batched. Returns the loss.
+// The gradient of one cross-entropy update on response tokens (token mean over all ranks' examples),
+// micro-batched. Returns this rank's part of the loss. Collective.
 double Trainer::sft_update(const std::vector<SftExample>& examples) {
   std::vector<Sequence> seqs;
   for (const auto& ex : examples) {
@@ -1031,6 +1196,7 @@ double Trainer::sft_update(const std::vector<SftExample>& examples) {
   algo::AggregationScale scale;
   scale.global_tokens = 0;
   for (const auto& q : seqs) scale.global_tokens += static_cast<double>(q.response.size());
+  scale.global_tokens = dist::all_reduce_sum(*comm_, scale.global_tokens);
   double loss_value = 0;
   for (const auto& members : chunks(all, cfg_.train.micro_batch_size)) {
     const auto mb = make_micro(seqs, members);
@@ -1047,15 +1213,16 @@ std::map<std::string, double> Trainer::sft_step() {
   std::map<std::string, double> m;
   std::vector<SftExample> examples;
   double tokens_total = 0;
-  for (int64_t i : sampler_->next(cfg_.train.prompts_per_step)) {
-    examples.push_back({prepared_[i].prompt_ids, prepared_[i].target_ids});
-    tokens_total += static_cast<double>(prepared_[i].target_ids.size());
+  const auto batch = sampler_->next(cfg_.train.prompts_per_step);
+  for (int64_t j : my_share(static_cast<int64_t>(batch.size()))) {
+    const auto& p = prepared_[batch[j]];
+    examples.push_back({p.prompt_ids, p.target_ids});
+    tokens_total += static_cast<double>(p.target_ids.size());
   }
-  const double loss_value = sft_update(examples);
-  m["sft/loss"] = loss_value;
-  optimizer_step(m, loss_value);
+  m["sft/loss"] = optimizer_step(m, sft_update(examples), lr_);
   m["time/step"] = seconds_since(step_start);
   m["throughput/tokens_per_s"] = tokens_total / m["time/step"];
+  merge_rank_metrics(m, static_cast<double>(examples.size()));
   return m;
 }
 
@@ -1067,15 +1234,8 @@ void Trainer::expert_sft_step(std::map<std::string, double>& m) {
   const auto t0 = Clock::now();
   const std::vector<SftExample> batch(expert_buffer_.begin(), expert_buffer_.begin() + e.buffer_size);
   expert_buffer_.erase(expert_buffer_.begin(), expert_buffer_.begin() + e.buffer_size);
-  const double rl_lr = learning_rate_at(cfg_.train, step_);
-  auto set_lr = [&](double lr) {
-    for (auto& group : optimizer_->param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-  };
-  set_lr(e.lr);
-  const double loss = sft_update(batch);
   std::map<std::string, double> sft_metrics;
-  optimizer_step(sft_metrics, loss);
-  set_lr(rl_lr);
+  const double loss = optimizer_step(sft_metrics, sft_update(batch), e.lr);
   m["masa/expert_sft_loss"] = loss;
   m["masa/expert_sft_grad_norm"] = sft_metrics["actor/grad_norm"];
   m["masa/expert_buffer"] = static_cast<double>(expert_buffer_.size());
@@ -1090,16 +1250,23 @@ void Trainer::evaluate_into(std::map<std::string, double>& metrics, const std::s
   params.n = cfg_.train.eval_n;
   AutocastScope autocast(bf16_);
   const auto s = evaluate(generator, *tok_, *format_, eval_set_.problems, params, cfg_.reward.math,
-                          cfg_.data.max_prompt_tokens, {}, static_cast<uint64_t>(cfg_.train.seed));
-  metrics[prefix + "accuracy"] = s.pass_at_1;
-  metrics[prefix + "response_length"] = s.mean_response_tokens;
-  metrics[prefix + "seconds"] = s.seconds;
+                          cfg_.data.max_prompt_tokens, {}, static_cast<uint64_t>(cfg_.train.seed), nullptr, {},
+                          {comm_->rank(), comm_->world_size()});
+  // Each rank graded its share of the problems: means weighted by problems and samples, the slowest time.
+  std::array<double, 4> sums{s.pass_at_1 * static_cast<double>(s.problems), static_cast<double>(s.problems),
+                             s.mean_response_tokens * static_cast<double>(s.samples), static_cast<double>(s.samples)};
+  comm_->all_reduce(sums.data(), 4, dist::DType::kFloat64, dist::ReduceOp::kSum);
+  double seconds = s.seconds;
+  comm_->all_reduce(&seconds, 1, dist::DType::kFloat64, dist::ReduceOp::kMax);
+  metrics[prefix + "accuracy"] = sums[1] > 0 ? sums[0] / sums[1] : 0.0;
+  metrics[prefix + "response_length"] = sums[3] > 0 ? sums[2] / sums[3] : 0.0;
+  metrics[prefix + "seconds"] = seconds;
 }
 
 RunResult Trainer::run() {
   setup();
   resume();
-  metrics_ = std::make_unique<io::MetricsWriter>(out_ / "metrics.jsonl");
+  if (lead_) metrics_ = std::make_unique<io::MetricsWriter>(out_ / "metrics.jsonl");
   const auto& t = cfg_.train;
   log::info("training ", cfg_.model.path, " (", t.mode, ") for ", t.total_steps, " steps into ", out_.string(), "; ",
             prepared_.size(), " problems");
@@ -1107,27 +1274,25 @@ RunResult Trainer::run() {
   if (step_ == 0 && t.eval_every > 0) {
     std::map<std::string, double> m;
     evaluate_into(m, "eval/");
-    metrics_->write(0, m);
+    if (metrics_) metrics_->write(0, m);
     result.last_metrics = m;
     log::info("step 0: held-out accuracy ", m["eval/accuracy"]);
   }
-  io::Progress bar("train", t.total_steps, io::Progress::resolve_mode(cfg_.log.progress, 2),
+  io::Progress bar("train", t.total_steps, io::Progress::resolve_mode(lead_ ? cfg_.log.progress : "off", 2),
                    cfg_.log.progress_interval_s, std::cerr);
   for (int64_t i = 0; i < step_; ++i) bar.advance();
   while (step_ < t.total_steps) {
-    const double lr = learning_rate_at(t, step_);
-    for (auto& group : optimizer_->param_groups())
-      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    lr_ = learning_rate_at(t, step_);
     auto m = t.mode == "sft" ? sft_step() : grpo_step();
     ++step_;
-    m["actor/lr"] = lr;
+    m["actor/lr"] = lr_;
     m["data/epoch"] = static_cast<double>(sampler_->cursor().epoch);
     m["data/skipped_long_prompts"] = static_cast<double>(skipped_long_prompts_);
     m["data/skipped_malformed"] = static_cast<double>(train_set_.skipped);
     m["train/nonfinite_total"] = static_cast<double>(nonfinite_total_);
     m["train/checkpoint_failures"] = static_cast<double>(checkpoint_failures_);
     if (t.eval_every > 0 && (step_ % t.eval_every == 0 || step_ == t.total_steps)) evaluate_into(m, "eval/");
-    metrics_->write(step_, m);
+    if (metrics_) metrics_->write(step_, m);
     result.last_metrics = m;
     bar.advance();
     std::ostringstream line;
@@ -1139,7 +1304,8 @@ RunResult Trainer::run() {
     if ((t.save_every > 0 && step_ % t.save_every == 0) || step_ == t.total_steps) save_checkpoint();
   }
   bar.finish();
-  export_final();
+  if (lead_) export_final();
+  comm_->barrier();  // the others end only once the export is written
   result.steps_done = step_;
   result.export_dir = out_ / "export";
   log::info("export: ", result.export_dir.string(), "  metrics: ", (out_ / "metrics.jsonl").string());

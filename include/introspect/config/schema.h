@@ -196,11 +196,13 @@ struct TrainConfig {
   void visit(ConfigVisitor& v) {
     v.choice("mode", mode, "grpo (RL) or sft (cross-entropy on response tokens)", {"grpo", "sft"});
     v.field("total_steps", total_steps, "Training steps to run (each: generate, score, update)", Range::at_least(1));
-    v.field("prompts_per_step", prompts_per_step, "Prompts sampled per step; sequences = prompts x rollout.n",
+    v.field("prompts_per_step", prompts_per_step,
+            "Prompts sampled per step over all ranks (each rank takes every world_size-th group); sequences = "
+            "prompts x rollout.n",
             Range::at_least(1));
-    v.field("mini_batch_size", mini_batch_size, "Sequences per PPO update", Range::at_least(1));
-    v.field("micro_batch_size", micro_batch_size, "Sequences per forward/backward (gradient accumulation)",
-            Range::at_least(1));
+    v.field("mini_batch_size", mini_batch_size, "Sequences per PPO update, over all ranks", Range::at_least(1));
+    v.field("micro_batch_size", micro_batch_size,
+            "Sequences per forward/backward on one rank (gradient accumulation)", Range::at_least(1));
     v.field("ppo_epochs", ppo_epochs, "Passes over each step's rollouts", Range::at_least(1));
     v.field("lr", lr, "AdamW learning rate", Range::above(0));
     v.field("weight_decay", weight_decay, "AdamW decoupled weight decay", Range::at_least(0));
@@ -333,6 +335,27 @@ struct G2rlConfig {
     v.choice("zero_var_groups", zero_var_groups,
              "Groups whose base rewards are all equal: shape them as the paper does, or skip (keep r)",
              {"shape", "skip"});
+  }
+};
+
+// Data parallelism across the ranks of an mpirun job (one rank per GPU or per CPU socket). Without a launcher
+// the run is a single rank and these keys change nothing.
+struct DistConfig {
+  int64_t zero_stage = 0;
+  double bucket_mb = 25.0;
+  double timeout_s = 1800.0;
+
+  void visit(ConfigVisitor& v) {
+    v.field("zero_stage", zero_stage,
+            "0: every rank holds the whole AdamW state and all-reduces the gradients | 1 (ZeRO-1): each rank "
+            "holds 1/world of it, gradients are reduce-scattered and the updated parameters all-gathered",
+            Range::closed(0, 1));
+    v.field("bucket_mb", bucket_mb, "Gradient and parameter collectives run in buckets of this many MB",
+            Range::above(0));
+    v.field("timeout_s", timeout_s,
+            "Deadline of every collective: a rank that waits longer for a dead or stuck peer stops the job with an "
+            "error naming it. Must exceed the longest imbalance between ranks (e.g. generation of long rollouts)",
+            Range::above(0));
   }
 };
 
@@ -472,6 +495,7 @@ struct Config {
   RewardConfig reward;
   G2rlConfig g2rl;
   MasaConfig masa;
+  DistConfig dist;
   DemoConfig demo;
 
   void visit(ConfigVisitor& v) {
@@ -485,6 +509,7 @@ struct Config {
     v.section("reward", "Reward modules and their weights", reward);
     v.section("g2rl", "G2RL gradient-guided reward shaping", g2rl);
     v.section("masa", "MASA meta-awareness self-alignment and MASA-efficient", masa);
+    v.section("dist", "Multi-rank data parallelism (mpirun) and ZeRO-1", dist);
     v.section("demo", "The built-in demo run by `introspect train` without --config", demo);
   }
 };

@@ -38,6 +38,9 @@ struct SamplingParams {
 struct Prompt {
   std::vector<int32_t> ids;
   int64_t max_new_tokens = -1;  // per-sequence limit (MASA's early cutoff); -1 uses SamplingParams'
+  // The prompt index its samples' RNG streams are keyed on (sample_seed); -1 uses its position in the call.
+  // Data-parallel ranks pass the prompt's index in the global batch, so a rank draws what one process would.
+  int64_t stream = -1;
 };
 
 enum class FinishReason { kEos, kStop, kLength };

@@ -43,11 +43,16 @@ struct EvalSummary {
 // Samples params.n responses per problem. Problems whose prompt is longer than max_prompt_tokens are skipped and
 // counted. ks lists the k of pass@k and maj@k (each must be <= n; others are ignored). maj@k's ties are drawn
 // with seed + the problem's index. `progress` is called with the number of samples generated so far.
+// With a shard, only the problems whose index is rank mod world are evaluated; samples are keyed on the
+// problem's index, so the shards' results together are the unsharded run's.
+struct EvalShard {
+  int64_t rank = 0, world = 1;
+};
 EvalSummary evaluate(const rollout::Generator& generator, const tokenizer::Tokenizer& tok,
                      const tokenizer::PromptFormatter& format, const std::vector<io::Problem>& problems,
                      const rollout::SamplingParams& params, const config::MathRewardConfig& grading,
                      int64_t max_prompt_tokens, const std::vector<int64_t>& ks, uint64_t seed,
                      std::vector<ProblemResult>* per_problem = nullptr,
-                     const std::function<void(int64_t)>& progress = {});
+                     const std::function<void(int64_t)>& progress = {}, const EvalShard& shard = {});
 
 }  // namespace introspect::train

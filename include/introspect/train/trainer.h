@@ -9,10 +9,17 @@
 
 #include "introspect/config/schema.h"
 
+namespace introspect::dist {
+class Communicator;
+}
+
 namespace introspect::train {
 
 struct RunOptions {
   bool resume_auto = false;  // continue from the latest complete checkpoint in the run folder, if any
+  // The job's ranks (mpirun). nullptr: dist::from_environment, a single rank when not under a launcher.
+  // Every rank calls run() with the same config; rank 0 alone writes logs, metrics, checkpoints and the export.
+  dist::Communicator* comm = nullptr;
 };
 
 struct RunResult {
@@ -21,7 +28,8 @@ struct RunResult {
   std::map<std::string, double> last_metrics;  // the last step's metrics (eval/* included when evaluated)
 };
 
-// Runs cfg.train.mode in cfg.run.out_dir. Throws std::runtime_error with a clear message on bad input
+// Runs cfg.train.mode in cfg.run.out_dir. With several ranks, each generates and trains on its share of every
+// step's prompts (whole groups) and the result does not depend on the world size. Throws std::runtime_error with a clear message on bad input
 // (empty dataset, unreadable model, too many non-finite steps, ...).
 RunResult run(const config::Config& cfg, const RunOptions& options = {});
 

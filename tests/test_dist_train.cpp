@@ -250,26 +250,46 @@ bool wait_for_file(const fs::path& p, std::chrono::seconds limit) {
 
 }  // namespace
 
+// A 2-rank run of `cfg` into `out` whose rank 1 gets `signal` once checkpoint step_2 is complete (mid-run: the
+// job has hundreds of steps to go). Returns how the job ended and when.
+struct Signalled {
+  std::optional<int> exit_code;  // nullopt: the job was still running after `limit`
+  double seconds = 0;            // from the signal to the job's end
+  std::string log;               // mpirun's output, every rank's stderr included
+  pid_t victim = -1;
+};
+
+Signalled signal_rank_one(const fs::path& cfg, const fs::path& out, int signal, int timeout_s,
+                          std::chrono::seconds limit) {
+  Signalled s;
+  const auto log = out.string() + ".log";
+  Background job(train_command(2, cfg, out, "train.total_steps=500 train.eval_every=0 dist.timeout_s=" +
+                                               std::to_string(timeout_s)),
+                 log);
+  if (!wait_for_file(out / "checkpoints" / "step_2" / "DONE", std::chrono::seconds(120))) return s;
+  s.victim = find_rank(out.string(), 1);
+  if (s.victim <= 0) return s;
+  const auto t0 = std::chrono::steady_clock::now();
+  kill(s.victim, signal);
+  s.exit_code = job.wait_for(limit);
+  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  kill(s.victim, SIGKILL);  // a stopped rank may outlive mpirun
+  s.log = read_file(log);
+  return s;
+}
+
 TEST_F(DataParallel, KilledRankEndsTheJobAndTheRunResumes) {
   const auto out = dir_->path() / "killed";
   const int timeout_s = 20;
-  Background job(train_command(2, cfg_, out, "train.total_steps=500 train.eval_every=0 dist.timeout_s=" +
-                                                std::to_string(timeout_s)),
-                 dir_->path() / "killed.log");
-  ASSERT_TRUE(wait_for_file(out / "checkpoints" / "step_2" / "DONE", std::chrono::seconds(120)));
-  const pid_t victim = find_rank(out.string(), 1);
-  ASSERT_GT(victim, 0);
-  const auto t0 = std::chrono::steady_clock::now();
-  ASSERT_EQ(kill(victim, SIGKILL), 0);
-  const auto code = job.wait_for(std::chrono::seconds(timeout_s + 30));
-  ASSERT_TRUE(code.has_value()) << "the surviving rank did not stop within dist.timeout_s";
-  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const auto log = read_file(dir_->path() / "killed.log");
-  EXPECT_NE(*code, 0) << log;
-  EXPECT_LT(took, timeout_s + 5.0);
-  EXPECT_NE(log.find("rank 1"), std::string::npos) << log;  // mpirun or the survivor names the dead rank
-  std::printf("rank 1 killed: the job ended in %.1f s (exit %d): %s\n", took, *code,
-              log.substr(log.find("rank 1") > 80 ? log.find("rank 1") - 80 : 0, 200).c_str());
+  const auto s = signal_rank_one(cfg_, out, SIGKILL, timeout_s, std::chrono::seconds(timeout_s + 30));
+  ASSERT_GT(s.victim, 0) << "rank 1 was not found running";
+  ASSERT_TRUE(s.exit_code.has_value()) << "the surviving rank did not stop within dist.timeout_s";
+  EXPECT_NE(*s.exit_code, 0) << s.log;
+  EXPECT_LT(s.seconds, timeout_s + 5.0);
+  const auto named = s.log.find("rank 1");  // mpirun or the survivor names the dead rank
+  ASSERT_NE(named, std::string::npos) << s.log;
+  std::printf("rank 1 killed: the job ended in %.1f s (exit %d): %s\n", s.seconds, *s.exit_code,
+              s.log.substr(named > 80 ? named - 80 : 0, 200).c_str());
 
   // The last complete checkpoint resumes, on 2 ranks again, and runs two more steps.
   int64_t last = 0;
@@ -287,31 +307,19 @@ TEST_F(DataParallel, KilledRankEndsTheJobAndTheRunResumes) {
 
 TEST_F(DataParallel, StoppedRankTimesOutWithAnErrorNamingIt) {
   // A rank that hangs (SIGSTOP) is not noticed by mpirun: the collective deadline must catch it.
-  const auto out = dir_->path() / "stopped";
   const int timeout_s = 5;
-  Background job(train_command(2, cfg_, out, "train.total_steps=500 train.eval_every=0 dist.timeout_s=" +
-                                                std::to_string(timeout_s)),
-                 dir_->path() / "stopped.log");
-  ASSERT_TRUE(wait_for_file(out / "checkpoints" / "step_2" / "DONE", std::chrono::seconds(120)));
-  const pid_t victim = find_rank(out.string(), 1);
-  ASSERT_GT(victim, 0);
-  const auto t0 = std::chrono::steady_clock::now();
-  ASSERT_EQ(kill(victim, SIGSTOP), 0);
-  const auto code = job.wait_for(std::chrono::seconds(timeout_s + 60));
-  kill(victim, SIGKILL);
-  ASSERT_TRUE(code.has_value()) << "the job did not stop after its collective timeout";
-  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const auto log = read_file(dir_->path() / "stopped.log");
-  EXPECT_NE(*code, 0) << log;
-  EXPECT_GE(took, timeout_s - 1.0);
-  EXPECT_LT(took, timeout_s + 30.0);
-  const std::string named = "rank 1 (pid " + std::to_string(victim);
-  EXPECT_NE(log.find(named), std::string::npos) << log;
-  EXPECT_NE(log.find("is stopped"), std::string::npos) << log;
-  EXPECT_NE(log.find("did not complete within dist.timeout_s=5"), std::string::npos) << log;
-  const auto at = log.find("collective #");
-  std::printf("rank 1 stopped: the job ended in %.1f s (exit %d): %s\n", took, *code,
-              log.substr(at == std::string::npos ? 0 : at, 400).c_str());
+  const auto s = signal_rank_one(cfg_, dir_->path() / "stopped", SIGSTOP, timeout_s, std::chrono::seconds(timeout_s + 60));
+  ASSERT_GT(s.victim, 0) << "rank 1 was not found running";
+  ASSERT_TRUE(s.exit_code.has_value()) << "the job did not stop after its collective timeout";
+  EXPECT_NE(*s.exit_code, 0) << s.log;
+  EXPECT_GE(s.seconds, timeout_s - 1.0);
+  EXPECT_LT(s.seconds, timeout_s + 30.0);
+  EXPECT_NE(s.log.find("rank 1 (pid " + std::to_string(s.victim)), std::string::npos) << s.log;
+  EXPECT_NE(s.log.find("is stopped"), std::string::npos) << s.log;
+  EXPECT_NE(s.log.find("did not complete within dist.timeout_s=5"), std::string::npos) << s.log;
+  const auto at = s.log.find("collective #");
+  std::printf("rank 1 stopped: the job ended in %.1f s (exit %d): %s\n", s.seconds, *s.exit_code,
+              s.log.substr(at == std::string::npos ? 0 : at, 400).c_str());
 }
 
 TEST_F(DataParallel, MultinodeLauncherRunsFromAHostfile) {

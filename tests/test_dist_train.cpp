@@ -129,7 +129,10 @@ void expect_same_run(const fs::path& run, const fs::path& reference) {
   const auto d = compare_weights(reference / "export", run / "export");
   EXPECT_GT(d.tensors, 5u);
   EXPECT_LT(d.max_abs, kWeightTolerance) << "largest weight difference " << d.max_abs;
-  EXPECT_EQ(rewards(run), rewards(reference));
+  // The same rollouts and scores (G²RL's shaped rewards carry the forward's reduction order: within 1e-6).
+  const auto got = rewards(run), want = rewards(reference);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-6) << "step " << i + 1;
   // ...and training moved the weights far more than that, so the comparison can fail.
   const auto moved = compare_weights(reference / "export", reference.parent_path() / "model");
   EXPECT_GT(moved.max_abs, 100 * kWeightTolerance);
@@ -249,6 +252,17 @@ bool wait_for_file(const fs::path& p, std::chrono::seconds limit) {
 }
 
 }  // namespace
+
+TEST_F(DataParallel, G2rlShapingMatchesOneProcess) {
+  // G²RL's features and novelty stay within each group, so whole groups per rank give one process's rewards.
+  const std::string g2rl = "g2rl.enabled=true g2rl.zero_var_groups=shape";
+  const auto one = dir_->path() / "g2rl_single", two = dir_->path() / "g2rl_np2";
+  auto r = run_command(train_command(0, cfg_, one, g2rl));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(train_command(2, cfg_, two, g2rl + " dist.zero_stage=1"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  expect_same_run(two, one);
+}
 
 // A 2-rank run of `cfg` into `out` whose rank 1 gets `signal` once checkpoint step_2 is complete (mid-run: the
 // job has hundreds of steps to go). Returns how the job ended and when.

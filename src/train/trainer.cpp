@@ -212,6 +212,7 @@ struct PreparedProblem {
 // One supervised example (SFT data, MASA's expert meta trajectories).
 struct SftExample {
   std::vector<int32_t> prompt, target;
+  int64_t order = 0;  // MASA's expert buffer: the trajectory's place in the buffer's global first-in-first-out
 };
 
 class Trainer {
@@ -292,12 +293,8 @@ void Trainer::setup() {
   core::init_torch(threads);
   if (cfg_.train.deterministic) at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
   if (lead_) config::save_yaml(cfg_, out_ / "config.yaml");
-  if (world > 1) {
+  if (world > 1)
     log::info("data parallel over ", world, " ranks (", comm_->backend(), "), dist.zero_stage=", cfg_.dist.zero_stage);
-    if (cfg_.masa.enabled)
-      throw std::runtime_error("masa.enabled runs on one rank for now: its gating and expert buffer are not yet "
-                               "shared across ranks (launch without mpirun, or -np 1)");
-  }
   if (cfg_.model.path.empty()) throw std::runtime_error("model.path is empty: give an HF checkpoint folder");
   bf16_ = cfg_.model.dtype == "bf16";
   tok_ = tokenizer::Tokenizer::load(cfg_.model.path);
@@ -408,6 +405,13 @@ void Trainer::save_checkpoint() {
       if (!e.empty()) joined += (joined.empty() ? "" : "; ") + e;
     return joined;
   };
+  // MASA's expert buffer is spread over the ranks: state.json keeps all of it.
+  nlohmann::json my_buffer = nlohmann::json::array();
+  for (const auto& ex : expert_buffer_)
+    my_buffer.push_back({{"prompt", ex.prompt}, {"target", ex.target}, {"order", ex.order}});
+  nlohmann::json expert_buffer = nlohmann::json::array();
+  for (const auto& text : dist::all_gather_strings(*comm_, my_buffer.dump()))
+    for (auto& ex : nlohmann::json::parse(text)) expert_buffer.push_back(std::move(ex));
   if (!lead_) {
     exchange("", "");
     return;
@@ -431,10 +435,7 @@ void Trainer::save_checkpoint() {
                              {"lr", learning_rate_at(cfg_.train, step_)},
                              {"world_size", comm_->world_size()},
                              {"zero_stage", cfg_.dist.zero_stage}};
-        if (!expert_buffer_.empty()) {
-          auto& buffer = state["masa_expert_buffer"] = nlohmann::json::array();
-          for (const auto& ex : expert_buffer_) buffer.push_back({{"prompt", ex.prompt}, {"target", ex.target}});
-        }
+        if (!expert_buffer.empty()) state["masa_expert_buffer"] = expert_buffer;
         std::ofstream f(tmp / "state.json");
         f << state.dump(2) << "\n";
         if (!f.flush()) throw std::runtime_error("cannot write " + (tmp / "state.json").string());
@@ -492,9 +493,14 @@ void Trainer::resume() {
   sampler_->restore({state.at("data_epoch").get<int64_t>(), state.at("data_offset").get<int64_t>()});
   nonfinite_in_a_row_ = state.value("nonfinite_in_a_row", 0);
   nonfinite_total_ = state.value("nonfinite_total", 0);
+  // The saved buffer is dealt out again over the ranks now running (its order keys keep the FIFO).
   expert_buffer_.clear();
-  for (const auto& ex : state.value("masa_expert_buffer", nlohmann::json::array()))
-    expert_buffer_.push_back({ex.at("prompt").get<std::vector<int32_t>>(), ex.at("target").get<std::vector<int32_t>>()});
+  const auto buffer = state.value("masa_expert_buffer", nlohmann::json::array());
+  for (size_t i = static_cast<size_t>(comm_->rank()); i < buffer.size(); i += static_cast<size_t>(comm_->world_size())) {
+    const auto& ex = buffer[i];
+    expert_buffer_.push_back({ex.at("prompt").get<std::vector<int32_t>>(), ex.at("target").get<std::vector<int32_t>>(),
+                              ex.value("order", static_cast<int64_t>(i))});
+  }
   // Steps after the checkpoint were lost with the process; their metric lines go, so the file reads as one run.
   const auto path = out_ / "metrics.jsonl";
   if (lead_ && fs::exists(path)) {
@@ -738,11 +744,15 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   const auto parse = masa::parse_options(c, limit);
   m["rollout/gen_batches"] = 1;
 
-  // Meta rollouts and their predictions.
+  // Meta rollouts and their predictions, for this rank's share of the prompts. Per-prompt vectors are indexed
+  // by the prompt's place b in the step (filled for this rank's b only); RNG streams are keyed on global places.
   auto t0 = Clock::now();
+  const auto mine = my_share(B);
+  std::vector<bool> is_mine(B, false);
   std::vector<rollout::Prompt> meta_prompts;
-  for (int64_t i : indices) meta_prompts.push_back({prepared_[i].meta_ids, c.meta_max_new_tokens});
-  const auto meta_samples = generate(meta_prompts, c.meta_n, mix(seed, 0x3E7Aull));
+  for (int64_t b : mine) meta_prompts.push_back({prepared_[indices[b]].meta_ids, c.meta_max_new_tokens, b}), is_mine[b] = true;
+  auto meta_samples = generate(meta_prompts, c.meta_n, mix(seed, 0x3E7Aull));
+  for (auto& s : meta_samples) s.prompt_index = mine[s.prompt_index];
   const double t_meta = seconds_since(t0);
   std::vector<std::vector<masa::MetaPrediction>> predictions(B);
   std::vector<std::vector<std::string>> meta_texts(B);
@@ -757,7 +767,7 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   std::vector<int64_t> cap(B, limit);
   int64_t gated_on_solved = 0;
   if (efficient) {
-    for (int64_t b = 0; b < B; ++b) {
+    for (int64_t b : mine) {
       const auto d = masa::gate(predictions[b], c.gate_sigma, c.gate_min_valid_frac);
       gated[b] = d.gated;
       gated_on_solved += d.predicted_solved;
@@ -768,18 +778,28 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
         cap[b] = masa::cutoff_tokens(predictions[b], c.cutoff_scale, c.cutoff_min_tokens, limit);
       }
     }
+    // Every rank learns every prompt's verdict: solution groups are numbered over the kept prompts of all ranks.
+    std::vector<int64_t> flags(static_cast<size_t>(2 * B), 0);
+    for (int64_t b : mine) flags[b] = gated[b], flags[B + b] = audited[b];
+    comm_->all_reduce(flags.data(), flags.size(), dist::DType::kInt64, dist::ReduceOp::kSum);
+    for (int64_t b = 0; b < B; ++b) gated[b] = flags[b] != 0, audited[b] = flags[B + b] != 0;
   }
 
   // Solution rollouts: the kept prompts (under their cutoff), then the audited gated ones in their own call so
   // their cost is timed apart.
-  std::vector<int64_t> solved_prompt;  // prompt b of each solution prompt
+  // Prompt k of the step's kept ones is solution group k (meta group K_all + k) on whichever rank holds it.
+  std::vector<int64_t> solved_prompt;  // prompt b of each of this rank's solution prompts
+  std::vector<int64_t> solved_group;   // ... and its place k among all ranks' kept prompts
   std::vector<rollout::Prompt> sol_prompts, audit_prompts;
   int64_t notion_hints = 0;
   std::vector<int64_t> audit_prompt;
+  int64_t K_all = 0, audits_all = 0;
   for (int64_t b = 0; b < B; ++b) {
     const auto& prep = prepared_[indices[b]];
+    const int64_t k_all = gated[b] ? audits_all++ : K_all++;
+    if (!is_mine[b]) continue;
     if (gated[b]) {
-      if (audited[b]) audit_prompts.push_back({prep.prompt_ids, limit}), audit_prompt.push_back(b);
+      if (audited[b]) audit_prompts.push_back({prep.prompt_ids, limit, k_all}), audit_prompt.push_back(b);
       continue;
     }
     std::vector<int32_t> ids = prep.prompt_ids;
@@ -794,8 +814,9 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
         ++notion_hints;
       }
     }
-    sol_prompts.push_back({std::move(ids), cap[b]});
+    sol_prompts.push_back({std::move(ids), cap[b], k_all});
     solved_prompt.push_back(b);
+    solved_group.push_back(k_all);
   }
   t0 = Clock::now();
   const auto sol_samples = generate(sol_prompts, cfg_.rollout.n, mix(seed, 0x501ull));
@@ -837,7 +858,7 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
     g.max_new_tokens = c.meta_max_new_tokens;
     g.solutions = e;
   }
-  std::vector<int64_t> kept_index(B, -1);
+  std::vector<int64_t> kept_index(B, -1);  // b -> this rank's solution prompt k
   for (int64_t k = 0; k < K; ++k) kept_index[solved_prompt[k]] = k;
   for (const auto& s : meta_samples)
     if (kept_index[s.prompt_index] >= 0)
@@ -847,12 +868,12 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   for (const auto& [k, v] : meta_scores.metrics) m[k == "reward/mean" ? "meta/reward_mean" : k] = v;
   t_score += seconds_since(t0);
 
-  // Sequences: solution groups 0..K-1, meta groups K..2K-1 (each normalised on its own).
+  // Sequences: solution groups 0..K_all-1, meta groups K_all..2K_all-1 (each normalised on its own).
   std::vector<Sequence> seqs;
   std::vector<double> correct_count(K, 0.0);
   double sol_tokens = 0, meta_tokens = 0, sol_reward = 0, sol_truncated = 0, cut_truncated = 0, meta_truncated = 0;
   for (const auto& s : sol_samples) {
-    Sequence q = sequence_of(s, sol_prompts[s.prompt_index].ids, s.prompt_index);
+    Sequence q = sequence_of(s, sol_prompts[s.prompt_index].ids, solved_group[s.prompt_index]);
     q.score = sol_scores.rewards[s.prompt_index][s.sample_index];
     q.correct = !sol_scores.correct.empty() && sol_scores.correct[s.prompt_index][s.sample_index];
     correct_count[s.prompt_index] += q.correct;
@@ -867,7 +888,7 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
     meta_tokens += static_cast<double>(s.tokens.size());
     const int64_t k = kept_index[s.prompt_index];
     if (k < 0) continue;  // a gated prompt: no solutions to judge it against
-    Sequence q = sequence_of(s, meta_prompts[s.prompt_index].ids, K + k);
+    Sequence q = sequence_of(s, prepared_[indices[s.prompt_index]].meta_ids, K_all + solved_group[k]);
     q.meta = true;
     q.score = meta_scores.rewards[k][s.sample_index];
     meta_kept_tokens += static_cast<double>(q.response.size());
@@ -877,10 +898,30 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   }
 
   // Metrics: each path apart, the gate against the truth, the cutoff's savings, the meta path's token share.
-  const double n_sol = std::max<double>(1, static_cast<double>(sol_samples.size()));
-  m["accuracy"] = 0;
-  for (double cc : correct_count) m["accuracy"] += cc;
-  m["accuracy"] /= n_sol;
+  // Zero variance: all G verdicts equal. Audited gated prompts give precision; kept prompts that turn out zero
+  // variance are the gate's misses. Counts are summed over the ranks first.
+  const auto zero_variance = [&](const std::vector<bool>& v) {
+    return std::all_of(v.begin(), v.end(), [&](bool x) { return x == v.front(); });
+  };
+  double correct_total = 0, audited_zero = 0, kept_zero = 0, budget_saved = 0, cap_sum = 0;
+  for (double cc : correct_count) correct_total += cc;
+  for (const auto& v : audit_scores.correct) audited_zero += zero_variance(v);
+  for (int64_t k = 0; k < K; ++k) {
+    kept_zero += zero_variance(evidence[k]->correct);
+    cap_sum += static_cast<double>(cap[solved_prompt[k]]);
+    budget_saved += static_cast<double>((limit - cap[solved_prompt[k]]) * cfg_.rollout.n);
+  }
+  std::array<double, 13> sums{correct_total, static_cast<double>(sol_samples.size()), sol_reward, sol_tokens,
+                              sol_truncated, cut_truncated, meta_kept_tokens, meta_kept, meta_truncated, meta_tokens,
+                              static_cast<double>(notion_hints), audited_zero, kept_zero};
+  comm_->all_reduce(sums.data(), sums.size(), dist::DType::kFloat64, dist::ReduceOp::kSum);
+  correct_total = sums[0], sol_reward = sums[2], sol_tokens = sums[3], sol_truncated = sums[4];
+  cut_truncated = sums[5], meta_kept_tokens = sums[6], meta_kept = sums[7], meta_truncated = sums[8];
+  meta_tokens = sums[9], audited_zero = sums[11], kept_zero = sums[12];
+  const double n_sol = std::max<double>(1, sums[1]);
+  std::array<double, 2> caps{cap_sum, budget_saved};
+  comm_->all_reduce(caps.data(), caps.size(), dist::DType::kFloat64, dist::ReduceOp::kSum);
+  m["accuracy"] = correct_total / n_sol;
   m["solution/reward_mean"] = sol_reward / n_sol;
   m["solution/response_length"] = sol_tokens / n_sol;
   m["solution/truncated_frac"] = sol_truncated / n_sol;
@@ -888,41 +929,29 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   m["meta/truncated_frac"] = meta_kept > 0 ? meta_truncated / meta_kept : 0.0;
   m["masa/meta_token_share"] = meta_tokens + sol_tokens > 0 ? meta_tokens / (meta_tokens + sol_tokens) : 0.0;
   m["masa/efficient"] = efficient;
-  if (c.notion_feed_in) m["masa/notion_hints"] = static_cast<double>(notion_hints);
+  if (c.notion_feed_in) m["masa/notion_hints"] = sums[10];
   m["time/meta_generate"] = t_meta;
   m["time/solution_generate"] = t_solve;
   m["time/masa_audit"] = t_audit;
   if (efficient) {
     const auto n_gated = static_cast<double>(std::count(gated.begin(), gated.end(), true));
+    const auto n_audited = static_cast<double>(std::count(audited.begin(), audited.end(), true));
+    gated_on_solved = static_cast<int64_t>(dist::all_reduce_sum(*comm_, static_cast<double>(gated_on_solved)));
     m["masa/gated_frac"] = n_gated / static_cast<double>(B);
     m["masa/gated_on_solved_frac"] = static_cast<double>(gated_on_solved) / static_cast<double>(B);
     m["masa/gated"] = n_gated;
-    // Zero variance: all G verdicts equal. Audited gated prompts give precision; kept prompts that turn out zero
-    // variance are the gate's misses.
-    const auto zero_variance = [&](const std::vector<bool>& v) {
-      return std::all_of(v.begin(), v.end(), [&](bool x) { return x == v.front(); });
-    };
-    double audited_zero = 0;
-    for (const auto& v : audit_scores.correct) audited_zero += zero_variance(v);
-    double kept_zero = 0;
-    for (int64_t k = 0; k < K; ++k) kept_zero += zero_variance(evidence[k]->correct);
-    m["masa/gate_audited"] = static_cast<double>(audit_prompts.size());
+    m["masa/gate_audited"] = n_audited;
     m["masa/gate_audited_zero_var"] = audited_zero;
-    m["masa/kept"] = static_cast<double>(K);
+    m["masa/kept"] = static_cast<double>(K_all);
     m["masa/kept_zero_var"] = kept_zero;
-    if (!audit_prompts.empty()) {
-      const double precision = audited_zero / static_cast<double>(audit_prompts.size());
+    if (n_audited > 0) {
+      const double precision = audited_zero / n_audited;
       m["masa/gate_precision"] = precision;
       const double true_positives = precision * n_gated;
       if (true_positives + kept_zero > 0) m["masa/gate_recall"] = true_positives / (true_positives + kept_zero);
     }
-    double budget_saved = 0, cap_sum = 0;
-    for (int64_t k = 0; k < K; ++k) {
-      cap_sum += static_cast<double>(cap[solved_prompt[k]]);
-      budget_saved += static_cast<double>((limit - cap[solved_prompt[k]]) * cfg_.rollout.n);
-    }
-    m["masa/cutoff_mean"] = K ? cap_sum / static_cast<double>(K) : 0.0;
-    m["masa/cutoff_budget_saved"] = budget_saved;
+    m["masa/cutoff_mean"] = K_all ? caps[0] / static_cast<double>(K_all) : 0.0;
+    m["masa/cutoff_budget_saved"] = caps[1];
     m["masa/cutoff_truncated_frac"] = cut_truncated / n_sol;
   }
 
@@ -942,11 +971,11 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
       const auto target =
           masa::expert_target(predictions[b][best], *evidence[k], c.expert_sft.target_length == "midpoint");
       if (!target) continue;
-      SftExample ex{meta_prompts[b].ids, tok_->encode(*target, false)};
+      SftExample ex{prepared_[indices[b]].meta_ids, tok_->encode(*target, false), step_ * B + solved_group[k]};
       if (tok_->eos_id()) ex.target.push_back(*tok_->eos_id());
       expert_buffer_.push_back(std::move(ex));
     }
-    m["masa/expert_buffer"] = static_cast<double>(expert_buffer_.size());
+    m["masa/expert_buffer"] = dist::all_reduce_sum(*comm_, static_cast<double>(expert_buffer_.size()));
   }
   return seqs;
 }
@@ -1227,18 +1256,29 @@ std::map<std::string, double> Trainer::sft_step() {
 }
 
 // MASA expert meta-SFT: when the buffer holds masa.expert_sft.buffer_size trajectories, one SFT step on them
-// with the RL optimizer at masa.expert_sft.lr (as the official code reuses the actor's AdamW).
+// with the RL optimizer at masa.expert_sft.lr (as the official code reuses the actor's AdamW). The buffer is
+// first-in-first-out over all ranks: each rank trains those of its trajectories among the oldest buffer_size.
+// Collective.
 void Trainer::expert_sft_step(std::map<std::string, double>& m) {
   const auto& e = cfg_.masa.expert_sft;
-  if (!e.enabled || static_cast<int64_t>(expert_buffer_.size()) < e.buffer_size) return;
+  if (!e.enabled) return;
+  std::vector<int64_t> mine;
+  for (const auto& ex : expert_buffer_) mine.push_back(ex.order);
+  std::vector<int64_t> all;
+  for (const auto& text : dist::all_gather_strings(*comm_, nlohmann::json(mine).dump()))
+    for (int64_t k : nlohmann::json::parse(text).get<std::vector<int64_t>>()) all.push_back(k);
+  if (static_cast<int64_t>(all.size()) < e.buffer_size) return;
   const auto t0 = Clock::now();
-  const std::vector<SftExample> batch(expert_buffer_.begin(), expert_buffer_.begin() + e.buffer_size);
-  expert_buffer_.erase(expert_buffer_.begin(), expert_buffer_.begin() + e.buffer_size);
+  std::nth_element(all.begin(), all.begin() + (e.buffer_size - 1), all.end());
+  const int64_t newest = all[static_cast<size_t>(e.buffer_size - 1)];
+  std::vector<SftExample> batch, rest;
+  for (auto& ex : expert_buffer_) (ex.order <= newest ? batch : rest).push_back(std::move(ex));
+  expert_buffer_ = std::move(rest);
   std::map<std::string, double> sft_metrics;
   const double loss = optimizer_step(sft_metrics, sft_update(batch), e.lr);
   m["masa/expert_sft_loss"] = loss;
   m["masa/expert_sft_grad_norm"] = sft_metrics["actor/grad_norm"];
-  m["masa/expert_buffer"] = static_cast<double>(expert_buffer_.size());
+  m["masa/expert_buffer"] = static_cast<double>(all.size() - static_cast<size_t>(e.buffer_size));
   m["time/masa_expert_sft"] = seconds_since(t0);
 }
 

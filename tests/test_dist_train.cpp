@@ -23,6 +23,8 @@ using introspect::testing::read_file;
 using introspect::testing::read_jsonl;
 using introspect::testing::run_command;
 using introspect::testing::ScratchDir;
+using introspect::testing::weight_difference;
+using introspect::testing::WeightDiff;
 namespace io = introspect::io;
 namespace config = introspect::config;
 namespace train = introspect::train;
@@ -76,27 +78,8 @@ std::string train_command(int ranks, const fs::path& cfg, const fs::path& out, c
   return ranks == 0 ? cmd : kMpirun + std::to_string(ranks) + " " + cmd;
 }
 
-struct WeightDiff {
-  double max_abs = 0, max_ref = 0;
-  size_t tensors = 0;
-};
-
 WeightDiff compare_weights(const fs::path& a, const fs::path& b) {
-  const io::SafetensorsFile fa(a / "model.safetensors"), fb(b / "model.safetensors");
-  WeightDiff d;
-  for (const auto& t : fa.header().tensors) {
-    const auto* u = fb.header().find(t.name);
-    EXPECT_NE(u, nullptr) << t.name;
-    if (!u || t.dtype != io::DType::kF32) continue;
-    const auto* x = reinterpret_cast<const float*>(fa.bytes(t));
-    const auto* y = reinterpret_cast<const float*>(fb.bytes(*u));
-    for (uint64_t i = 0; i < t.numel(); ++i) {
-      d.max_abs = std::max(d.max_abs, static_cast<double>(std::fabs(x[i] - y[i])));
-      d.max_ref = std::max(d.max_ref, static_cast<double>(std::fabs(x[i])));
-    }
-    ++d.tensors;
-  }
-  return d;
+  return weight_difference(a / "model.safetensors", b / "model.safetensors");
 }
 
 // The per-step reward means: the rollouts themselves must agree, not only the weights.

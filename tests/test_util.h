@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +13,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "introspect/io/safetensors.h"
 
 namespace introspect::testing {
 
@@ -71,6 +74,25 @@ inline CommandResult run_command(const std::string& command) {
   const int status = pclose(pipe);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+// The largest |a - b| over the F32 tensors two model.safetensors files share, and how many they share.
+struct WeightDiff {
+  double max_abs = 0;
+  size_t tensors = 0;
+};
+inline WeightDiff weight_difference(const std::filesystem::path& a, const std::filesystem::path& b) {
+  const io::SafetensorsFile fa(a), fb(b);
+  WeightDiff d;
+  for (const auto& t : fa.header().tensors) {
+    const auto* u = fb.header().find(t.name);
+    if (!u || t.dtype != io::DType::kF32 || u->dtype != io::DType::kF32 || u->numel() != t.numel()) continue;
+    const auto* x = reinterpret_cast<const float*>(fa.bytes(t));
+    const auto* y = reinterpret_cast<const float*>(fb.bytes(*u));
+    for (uint64_t i = 0; i < t.numel(); ++i) d.max_abs = std::max(d.max_abs, static_cast<double>(std::abs(x[i] - y[i])));
+    ++d.tensors;
+  }
+  return d;
 }
 
 }  // namespace introspect::testing

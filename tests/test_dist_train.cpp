@@ -82,11 +82,12 @@ WeightDiff compare_weights(const fs::path& a, const fs::path& b) {
   return weight_difference(a / "model.safetensors", b / "model.safetensors");
 }
 
-// The per-step reward means: the rollouts themselves must agree, not only the weights.
+// The per-step reward means (SFT: losses): the rollouts themselves must agree, not only the weights.
 std::vector<double> rewards(const fs::path& run) {
   std::vector<double> out;
   for (const auto& row : read_jsonl(run / "metrics.jsonl"))
-    if (row.contains("reward/mean")) out.push_back(row["reward/mean"].get<double>());
+    for (const char* k : {"reward/mean", "sft/loss"})
+      if (row.contains(k)) out.push_back(row[k].get<double>());
   return out;
 }
 
@@ -109,6 +110,7 @@ class DataParallel : public ::testing::Test {
 };
 
 void expect_same_run(const fs::path& run, const fs::path& reference) {
+  SCOPED_TRACE(run.filename().string());
   const auto d = compare_weights(reference / "export", run / "export");
   EXPECT_GT(d.tensors, 5u);
   EXPECT_LT(d.max_abs, kWeightTolerance) << "largest weight difference " << d.max_abs;
@@ -236,15 +238,33 @@ bool wait_for_file(const fs::path& p, std::chrono::seconds limit) {
 
 }  // namespace
 
-TEST_F(DataParallel, G2rlShapingMatchesOneProcess) {
-  // G²RL's features and novelty stay within each group, so whole groups per rank give one process's rewards.
-  const std::string g2rl = "g2rl.enabled=true g2rl.zero_var_groups=shape";
-  const auto one = dir_->path() / "g2rl_single", two = dir_->path() / "g2rl_np2";
-  auto r = run_command(train_command(0, cfg_, one, g2rl));
+// One process and 2 ranks (with ZeRO-1) under the same extra settings end with the same weights.
+void expect_parity(const fs::path& cfg, const fs::path& dir, const std::string& name, const std::string& settings) {
+  const auto one = dir / (name + "_single"), two = dir / (name + "_np2");
+  auto r = run_command(train_command(0, cfg, one, settings));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run_command(train_command(2, cfg_, two, g2rl + " dist.zero_stage=1"));
+  r = run_command(train_command(2, cfg, two, settings + " dist.zero_stage=1"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   expect_same_run(two, one);
+}
+
+TEST_F(DataParallel, G2rlShapingMatchesOneProcess) {
+  // G²RL's features and novelty stay within each group, so whole groups per rank give one process's rewards.
+  expect_parity(cfg_, dir_->path(), "g2rl", "g2rl.enabled=true g2rl.zero_var_groups=shape");
+}
+
+TEST_F(DataParallel, DynamicSamplingMatchesOneProcess) {
+  // Which groups are kept is decided on every group's spread over all ranks, round by round.
+  expect_parity(cfg_, dir_->path(), "dynamic", "algo.dynamic_sampling=true algo.max_gen_batches=3");
+  double extra_rounds = 0;
+  for (const auto& row : read_jsonl(dir_->path() / "dynamic_np2" / "metrics.jsonl"))
+    if (row.contains("rollout/gen_batches")) extra_rounds += row["rollout/gen_batches"].get<double>() - 1;
+  EXPECT_GT(extra_rounds, 0);  // some step dropped zero-variance groups and drew more
+}
+
+TEST_F(DataParallel, SftMatchesOneProcess) {
+  const auto sft = (dir_->path() / "data" / "sft.jsonl").string();
+  expect_parity(cfg_, dir_->path(), "sft", "train.mode=sft data.response_field=solution data.train_path=" + sft);
 }
 
 // A 2-rank run of `cfg` into `out` whose rank 1 gets `signal` once checkpoint step_2 is complete (mid-run: the

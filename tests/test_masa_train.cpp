@@ -282,6 +282,10 @@ TEST_F(MasaTrain, TwoRanksMatchOneProcess) {
   const double moved = introspect::testing::weight_difference(exported, warm_ / "sft" / "export" / "model.safetensors").max_abs;
   EXPECT_GT(d.tensors, 5u);
   std::printf("MASA, 2 ranks vs 1: max weight difference %.3g (training moved them by up to %.3g)\n", diff, moved);
-  EXPECT_LT(diff, 1e-5);
-  EXPECT_GT(moved, 1e-3);
+  // The trained warm start leaves many gradient elements near zero, where the other summation order is a relative
+  // change that AdamW's normalisation turns into a fraction of lr (measured up to 6.8e-5 = 0.14 lr on isolated
+  // elements; 2e-7 on the untrained model of test_dist_train). Wrong groups or normalisers would differ by lr or
+  // more everywhere, and would already have changed the rollouts compared above.
+  EXPECT_LT(diff, 0.5 * c.train.lr);
+  EXPECT_GT(moved, 4 * c.train.lr);
 }

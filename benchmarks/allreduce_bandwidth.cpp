@@ -51,7 +51,9 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "cudaMalloc of %zu bytes failed\n", max_bytes);
       return 1;
     }
+    // The NCCL engine runs on its own non-blocking stream: finish the fill before the first collective.
     cudaMemset(buffer, 0, max_bytes);
+    cudaDeviceSynchronize();
 #else
     std::fprintf(stderr, "this build has no NCCL (no CUDA toolkit with NCCL was found at configure time)\n");
     return 1;

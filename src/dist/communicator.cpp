@@ -78,6 +78,15 @@ MPI_Op mpi_op(ReduceOp op) {
 
 constexpr size_t kPieceBytes = 4 << 20;
 
+// Set-up calls, before the communicator knows its rank.
+void check_mpi(int rc, const char* call) {
+  if (rc == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  throw std::runtime_error(std::string(call) + " failed: " + std::string(text, static_cast<size_t>(len)));
+}
+
 // MPI over a duplicate of MPI_COMM_WORLD. Collectives are the non-blocking forms, polled with MPI_Test until
 // they finish or the deadline passes (a blocking MPI call cannot time out).
 class Mpi final : public Communicator {
@@ -91,26 +100,32 @@ class Mpi final : public Communicator {
     if (finalized) throw std::runtime_error("MPI was already finalized in this process");
     if (!initialized) {
       int provided = 0;
-      MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+      check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+      // Only the main thread calls MPI; anything below FUNNELED would make even that unsafe.
+      if (provided < MPI_THREAD_FUNNELED)
+        throw std::runtime_error("MPI_Init_thread: this MPI provides thread level " + std::to_string(provided) +
+                                 ", introspect needs MPI_THREAD_FUNNELED");
       std::atexit([] {
         int done = 0;
         MPI_Finalized(&done);
         if (!done) MPI_Finalize();
       });
     }
-    MPI_Comm_dup(MPI_COMM_WORLD, &comm_);
+    check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &comm_), "MPI_Comm_dup");
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &world_);
     MPI_Comm local;
-    MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local);
+    check_mpi(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local), "MPI_Comm_split_type");
     MPI_Comm_rank(local, &local_rank_);
     MPI_Comm_size(local, &local_size_);
     MPI_Comm_free(&local);
     peers_ = exchange_peers(*this);
   }
   ~Mpi() override {
-    if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+    int finalized = 0;
+    MPI_Finalized(&finalized);  // a communicator outliving MPI (static, or after atexit) must not call into it
+    if (comm_ != MPI_COMM_NULL && !finalized) MPI_Comm_free(&comm_);
   }
 
   int rank() const override { return rank_; }
@@ -252,7 +267,11 @@ std::string timeout_message(const std::vector<Peer>& peers, int self, const std:
   std::ostringstream m;
   m << "rank " << self << "/" << peers.size() << ": collective #" << sequence << " (" << op
     << ") did not complete within dist.timeout_s=" << timeout_s << " s.";
-  const std::string& here = peers.at(static_cast<size_t>(self)).host;
+  if (static_cast<size_t>(self) >= peers.size()) {  // timed out before the peers were exchanged
+    m << " The ranks' pids and hosts were not yet known; see the other ranks' logs.";
+    return m.str();
+  }
+  const std::string& here = peers[static_cast<size_t>(self)].host;
   for (size_t r = 0; r < peers.size(); ++r) {
     if (static_cast<int>(r) == self) continue;
     const auto& p = peers[r];

@@ -445,9 +445,17 @@ void Trainer::save_checkpoint() {
       }
       const std::string errors = exchange(error.empty() ? tmp.string() : "", error);
       if (!errors.empty()) throw std::runtime_error(errors);
+      // Every shard the layout names must be on disk (a rank on another host may write to another filesystem).
+      const auto layout = nlohmann::json::parse(std::ifstream(tmp / "optimizer" / "layout.json"));
+      for (const auto& shard : layout.at("shards"))
+        if (!fs::exists(tmp / "optimizer" / shard.at("file").get<std::string>()))
+          throw std::runtime_error("optimizer shard " + shard.at("file").get<std::string>() +
+                                   " is missing from " + tmp.string() + " (do all ranks share the output folder?)");
     });
     prune_checkpoints(out_ / "checkpoints", cfg_.train.keep_last);
     log::info("checkpoint ", dir.string());
+  } catch (const dist::CollectiveError&) {
+    throw;  // a lost rank ends the run (the exchange cannot be repeated); it must not pass as a failed save
   } catch (const std::exception& e) {
     if (!exchanged) exchange("", std::string("rank 0: ") + e.what());  // the temporary folder was never made
     // A full disk or an I/O error loses this checkpoint only; the previous complete one stays.
@@ -598,22 +606,36 @@ std::vector<int64_t> Trainer::global_order(const std::vector<Sequence>& seqs) co
 void Trainer::merge_rank_metrics(std::map<std::string, double>& m, double weight) const {
   if (comm_->world_size() == 1) return;
   const nlohmann::json mine{{"weight", weight}, {"metrics", m}};
-  std::map<std::string, double> weighted, weights, total, top;
+  std::map<std::string, double> weighted, weights, total, top, low;
   std::set<std::string> keys;
   for (const auto& text : dist::all_gather_strings(*comm_, mine.dump())) {
     const auto j = nlohmann::json::parse(text);
     const double w = j.at("weight").get<double>();
     for (const auto& [k, v] : j.at("metrics").items()) {
       const double x = v.is_number() ? v.get<double>() : std::numeric_limits<double>::quiet_NaN();
+      keys.insert(k);
+      if (!std::isfinite(x)) continue;  // a rank with nothing to report (NaN) does not poison the others
       weighted[k] += x * w, weights[k] += w, total[k] += x;
-      top[k] = keys.insert(k).second ? x : std::max(top[k], x);
+      low[k] = low.count(k) ? std::min(low[k], x) : x;
+      top[k] = top.count(k) ? std::max(top[k], x) : x;
     }
   }
   m.clear();
+  const auto ends_with = [](const std::string& k, const std::string& tail) {
+    return k.size() >= tail.size() && k.compare(k.size() - tail.size(), tail.size(), tail) == 0;
+  };
   for (const auto& k : keys) {
-    const bool largest = k.rfind("time/", 0) == 0 || (k.size() > 4 && k.compare(k.size() - 4, 4, "/max") == 0);
-    const bool extensive = k.rfind("throughput/", 0) == 0 || k == "rollout/solution_tokens";
-    m[k] = largest ? top[k] : extensive ? total[k] : weights[k] > 0 ? weighted[k] / weights[k] : top[k];
+    if (!top.count(k)) {
+      m[k] = std::numeric_limits<double>::quiet_NaN();
+      continue;
+    }
+    // Wall times and maxima take the slowest rank; minima the smallest; counts and throughputs add up.
+    const bool largest = k.rfind("time/", 0) == 0 || ends_with(k, "/max") || ends_with(k, "_max") ||
+                         (k.rfind("reward/", 0) == 0 && ends_with(k, "/seconds"));
+    const bool smallest = ends_with(k, "/min") || ends_with(k, "_min");
+    const bool extensive = k.rfind("throughput/", 0) == 0 || k == "rollout/solution_tokens" ||
+                           (k.rfind("reward/", 0) == 0 && ends_with(k, "/errors"));
+    m[k] = largest ? top[k] : smallest ? low[k] : extensive ? total[k] : weighted[k] / weights[k];
   }
 }
 

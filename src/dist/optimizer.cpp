@@ -36,9 +36,11 @@ struct DistributedAdamW::Impl {
     begin = sharded ? comm.rank() * shard : 0;
     state_len = shard;
     bucket = std::max<int64_t>(1, static_cast<int64_t>(bucket_mb * (1 << 20) / 4));
-    flat = torch::zeros({sharded ? w * shard : total});
-    if (sharded) staging = torch::zeros({w * std::min(bucket, shard)});
-    master = torch::zeros({state_len});
+    // The flat buffers live where the parameters do (a GPU with the NCCL engine, the host with MPI).
+    const auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(params.empty() ? at::kCPU : params[0].device());
+    flat = torch::zeros({sharded ? w * shard : total}, f32);
+    if (sharded) staging = torch::zeros({w * std::min(bucket, shard)}, f32);
+    master = torch::zeros({state_len}, f32);
     read_params();
     torch::optim::AdamWOptions opts(1e-3);
     opts.betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay);
@@ -76,7 +78,7 @@ struct DistributedAdamW::Impl {
     }
     // Bucket b of every rank's shard travels together: staging holds world blocks of len elements.
     const int64_t w = comm.world_size();
-    auto mine = torch::empty({shard});
+    auto mine = torch::empty({shard}, flat.options());
     for (int64_t o = 0; o < shard; o += bucket) {
       const int64_t len = std::min(bucket, shard - o);
       for (int64_t r = 0; r < w; ++r) staging.narrow(0, r * len, len).copy_(flat.narrow(0, r * shard + o, len));
@@ -156,7 +158,7 @@ void DistributedAdamW::save(const fs::path& dir) const {
   at::Tensor m = torch::zeros({s.state_len}), v = torch::zeros({s.state_len});
   if (it != states.end()) {
     const auto& st = static_cast<const torch::optim::AdamWParamState&>(*it->second);
-    steps = st.step(), m = st.exp_avg().contiguous(), v = st.exp_avg_sq().contiguous();
+    steps = st.step(), m = st.exp_avg().cpu().contiguous(), v = st.exp_avg_sq().cpu().contiguous();
   }
   // The padding past the last parameter is not saved.
   const int64_t len = std::max<int64_t>(0, std::min(s.state_len, s.total - s.begin));
@@ -173,7 +175,8 @@ void DistributedAdamW::save(const fs::path& dir) const {
     const int64_t b = s.sharded ? r * s.shard : 0;
     layout["shards"].push_back({{"file", "shard_" + std::to_string(r) + ".safetensors"},
                                 {"begin", b},
-                                {"end", std::min(s.total, b + s.shard)}});
+                                // a shard wholly in the padding (tiny models, many ranks) is empty, not negative
+                                {"end", std::max(b, std::min(s.total, b + s.shard))}});
   }
   nlohmann::json shapes = nlohmann::json::array();
   for (const auto& p : s.params) shapes.push_back(p.sizes().vec());
@@ -200,7 +203,7 @@ void DistributedAdamW::load(const fs::path& dir) {
     throw std::runtime_error(layout_path.string() + ": holds state for " + std::to_string(layout.at("numel").get<int64_t>()) +
                              " parameters, the model has " + std::to_string(s.total));
   at::Tensor m = torch::zeros({s.state_len}), v = torch::zeros({s.state_len});
-  const int64_t lo = s.begin, hi = std::min(s.total, s.begin + s.state_len);
+  const int64_t lo = s.begin, hi = std::max(lo, std::min(s.total, s.begin + s.state_len));
   int64_t covered = 0;
   for (const auto& shard : layout.at("shards")) {
     const int64_t b = shard.at("begin").get<int64_t>(), e = shard.at("end").get<int64_t>();
@@ -224,8 +227,8 @@ void DistributedAdamW::load(const fs::path& dir) {
   s.read_params();
   auto state = std::make_unique<torch::optim::AdamWParamState>();
   state->step(layout.at("step").get<int64_t>());
-  state->exp_avg(m);
-  state->exp_avg_sq(v);
+  state->exp_avg(m.to(s.master.device()));
+  state->exp_avg_sq(v.to(s.master.device()));
   s.adam->state()[s.master.unsafeGetTensorImpl()] = std::move(state);
 }
 

@@ -41,3 +41,14 @@ target_include_directories(introspect_torch SYSTEM INTERFACE
   ${TORCH_ROOT}/include ${TORCH_ROOT}/include/torch/csrc/api/include)
 target_compile_definitions(introspect_torch INTERFACE _GLIBCXX_USE_CXX11_ABI=${_torch_cxx11_abi})
 message(STATUS "LibTorch ${INTROSPECT_TORCH_VERSION} from ${TORCH_ROOT} (${_torch_libs})")
+
+# The CUDA side of the wheel as its own target, for the GPU binaries (kernel tests, kernel lab, GPU step bench).
+find_library(_torch_cuda_lib torch_cuda PATHS ${TORCH_ROOT}/lib NO_DEFAULT_PATH)
+find_library(_c10_cuda_lib c10_cuda PATHS ${TORCH_ROOT}/lib NO_DEFAULT_PATH)
+if(_torch_cuda_lib AND _c10_cuda_lib AND INTROSPECT_HAVE_CUDA)
+  add_library(introspect_torch_cuda INTERFACE)
+  # libtorch_cuda registers the CUDA backend from static initialisers: keep it even if no symbol is referenced.
+  target_link_libraries(introspect_torch_cuda INTERFACE introspect_torch "-Wl,--no-as-needed" ${_torch_cuda_lib}
+    ${_c10_cuda_lib} "-Wl,--as-needed" CUDA::cudart)
+  target_compile_definitions(introspect_torch_cuda INTERFACE INTROSPECT_TORCH_CUDA=1)
+endif()

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
 
 #include "introspect/model/decoder.h"
 #include "model_impl.h"
@@ -63,6 +64,12 @@ EmbeddingImpl::EmbeddingImpl(int64_t vocab, int64_t dim) { weight = register_par
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps(eps) { weight = register_parameter("weight", torch::empty({dim})); }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) const {
+  // On a GPU, LibTorch's fused kernel (one pass forward and backward instead of seven elementwise ops), in fp32;
+  // the result takes the promoted dtype as below, rounded once instead of twice.
+  if (x.is_cuda()) {
+    const auto out_type = at::promote_types(weight.scalar_type(), x.scalar_type());
+    return at::rms_norm(x.to(torch::kFloat), {x.size(-1)}, weight.to(torch::kFloat), eps).to(out_type);
+  }
   // As HF: normalise in fp32, cast back, then scale.
   const auto xf = x.to(torch::kFloat);
   const auto normed = xf * torch::rsqrt(xf.pow(2).mean(-1, true) + eps);
@@ -110,10 +117,12 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope& rope, c
   k = apply_rope(k.transpose(1, 2), rope.cos, rope.sin);
   v = v.transpose(1, 2);
   if (cache) {
-    // Write this step's keys and values at their positions, then attend over each slot's prefix.
+    // Write this step's keys and values at their positions, then attend over each slot's prefix. Undefined
+    // slots mean rows 0..B-1 (the static decode step, which must not read tensors back to the host).
     auto& ck = cache->k[layer];
     auto& cv = cache->v[layer];
-    const auto slot_index = slots.view({B, 1}).expand({B, T});
+    const auto row_slots = slots.defined() ? slots : torch::arange(B, positions.options());
+    const auto slot_index = row_slots.view({B, 1}).expand({B, T});
     const auto flat_slot = slot_index.reshape(-1);
     const auto flat_pos = positions.reshape(-1);
     const auto k_rows = k.transpose(1, 2).reshape({B * T, kv_heads, head_dim}).to(ck.scalar_type());
@@ -123,11 +132,24 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope& rope, c
     cv.permute({0, 2, 1, 3}).index_put_({flat_slot, flat_pos}, v_rows);
     const int64_t L = mask.size(-1);
     // The generator keeps its active sequences in slots 0..B-1, so the common case is a view, not a copy.
-    const bool leading = slots.size(0) <= ck.size(0) && slots.equal(torch::arange(B, slots.options()));
+    const bool leading = !slots.defined() || (slots.size(0) <= ck.size(0) && slots.equal(torch::arange(B, slots.options())));
     k = (leading ? ck.narrow(0, 0, B) : ck.index_select(0, slots)).narrow(2, 0, L).to(q.scalar_type());
     v = (leading ? cv.narrow(0, 0, B) : cv.index_select(0, slots)).narrow(2, 0, L).to(q.scalar_type());
   }
-  auto out = at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, std::nullopt, /*enable_gqa=*/heads != kv_heads);
+  if (cache && q.is_cuda()) {
+    // Decoding on a GPU: SDPA with a mask and grouped KV heads falls back to a path that copies every cached
+    // key and value once per query head. Grouping the query heads by their KV head reads the cache as it is.
+    const int64_t group = heads / kv_heads, L = k.size(2);
+    const auto qg = q.reshape({B, kv_heads, group * T, head_dim});
+    auto scores = torch::matmul(qg, k.transpose(-1, -2)).to(torch::kFloat).mul_(1.0 / std::sqrt(double(head_dim)));
+    const auto allowed = mask.unsqueeze(2).expand({B, 1, group, T, L}).reshape({B, 1, group * T, L});
+    scores.masked_fill_(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+    const auto out = torch::matmul(torch::softmax(scores, -1).to(v.scalar_type()), v);  // [B, kv, group*T, D]
+    return o_proj(out.view({B, heads, T, head_dim}).transpose(1, 2).reshape({B, T, heads * head_dim}));
+  }
+  // An undefined mask means plain causal attention, which lets SDPA pick its flash kernel on a GPU.
+  auto out = mask.defined() ? at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, std::nullopt, heads != kv_heads)
+                            : at::scaled_dot_product_attention(q, k, v, {}, 0.0, true, std::nullopt, heads != kv_heads);
   out = out.transpose(1, 2).reshape({B, T, heads * head_dim});
   return o_proj(out);
 }
@@ -237,6 +259,7 @@ CausalLM::CausalLM(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 const ModelArch& CausalLM::arch() const { return impl_->arch; }
 at::ScalarType CausalLM::dtype() const { return impl_->dtype; }
 void CausalLM::set_activation_checkpointing(bool on) { impl_->checkpointing = on; }
+void CausalLM::to(at::Device device) { impl_->module->to(device); }
 
 void CausalLM::pack_for_inference(int64_t batch_hint) const {
   for (auto& m : impl_->module->modules(/*include_self=*/false)) {
@@ -281,12 +304,18 @@ CausalLM CausalLM::random(const ModelArch& arch, uint64_t seed, at::ScalarType d
 CausalLM::Impl::Impl(const ModelArch& a, at::ScalarType dt)
     : arch(a), dtype(dt), module(CausalLMModule(a)), inv_freq(rope_inv_freq(a)) {}
 
+const torch::Tensor& CausalLM::Impl::inv_freq_on(const torch::Device& device) {
+  if (inv_freq.device() == device) return inv_freq;
+  if (!inv_freq_device.defined() || inv_freq_device.device() != device) inv_freq_device = inv_freq.to(device);
+  return inv_freq_device;
+}
+
 ForwardOutput CausalLM::Impl::run(const torch::Tensor& input_ids, const torch::Tensor& positions,
                                   const torch::Tensor& mask, KVCache* cache, const torch::Tensor& slots,
                                   bool want_logits, bool last_logits_only) {
   auto& backbone = *module->model;
   auto h = backbone.embed_tokens(input_ids);
-  const Rope rope = make_rope(inv_freq, positions, dtype);
+  const Rope rope = make_rope(inv_freq_on(positions.device()), positions, dtype);
   const bool checkpoint = checkpointing && !cache && torch::GradMode::is_enabled();
   for (int64_t i = 0; i < arch.num_layers; ++i) {
     auto* layer = backbone.layers[i]->as<DecoderLayerImpl>();
@@ -309,13 +338,16 @@ ForwardOutput CausalLM::forward(const at::Tensor& input_ids, const at::Tensor& p
                   segment_ids.sizes() == input_ids.sizes(),
               "forward: input_ids, position_ids and segment_ids must all be [B, T]");
   const int64_t T = input_ids.size(1);
+  // On a GPU, rows that are one unpadded sequence each need no mask tensor: SDPA's causal flag runs flash attention.
+  if (input_ids.is_cuda() && !segment_ids.any().item<bool>())
+    return impl_->run(input_ids, position_ids, torch::Tensor(), nullptr, {}, want_logits);
   // mask[b, 0, i, j]: j <= i, same segment, j not padding. The diagonal stays open so padding rows are finite.
-  const auto idx = torch::arange(T, torch::kLong);
+  const auto idx = torch::arange(T, torch::dtype(torch::kLong).device(input_ids.device()));
   const auto causal = idx.view({1, T}) <= idx.view({T, 1});
   const auto seg_q = segment_ids.unsqueeze(2);
   const auto seg_k = segment_ids.unsqueeze(1);
   auto mask = causal.unsqueeze(0) & (seg_q == seg_k) & (seg_k >= 0);
-  mask = mask | torch::eye(T, torch::kBool).unsqueeze(0);
+  mask = mask | torch::eye(T, torch::dtype(torch::kBool).device(input_ids.device())).unsqueeze(0);
   return impl_->run(input_ids, position_ids, mask.unsqueeze(1), nullptr, {}, want_logits);
 }
 
@@ -337,16 +369,27 @@ ForwardOutput CausalLM::forward_cached(const at::Tensor& input_ids, const at::Te
               cache.max_len);
   const int64_t L = max_pos + 1;
   // mask[b, 0, i, j]: key position j <= query position i.
-  const auto key_pos = torch::arange(L, torch::kLong).view({1, 1, L});
+  const auto key_pos = torch::arange(L, torch::dtype(torch::kLong).device(input_ids.device())).view({1, 1, L});
   const auto mask = (key_pos <= positions.unsqueeze(-1)).unsqueeze(1);
   return impl_->run(input_ids, positions, mask, &cache, slots, /*want_logits=*/true, last_logits_only);
 }
 
-KVCache::KVCache(const ModelArch& a, int64_t slots_, int64_t max_len_, at::ScalarType dtype)
+ForwardOutput CausalLM::forward_static_step(const at::Tensor& input_ids, const at::Tensor& positions,
+                                            KVCache& cache) const {
+  TORCH_CHECK(input_ids.dim() == 2 && positions.sizes() == input_ids.sizes() && input_ids.size(0) <= cache.slots,
+              "forward_static_step: input_ids and positions must be [B, t] with B <= the cache's slots");
+  // Every key position of the cache, masked beyond each row's own position: the shapes never change.
+  const auto key_pos =
+      torch::arange(cache.max_len, torch::dtype(torch::kLong).device(input_ids.device())).view({1, 1, cache.max_len});
+  const auto mask = (key_pos <= positions.unsqueeze(-1)).unsqueeze(1);
+  return impl_->run(input_ids, positions, mask, &cache, torch::Tensor(), /*want_logits=*/true);
+}
+
+KVCache::KVCache(const ModelArch& a, int64_t slots_, int64_t max_len_, at::ScalarType dtype, at::Device device)
     : slots(slots_), max_len(max_len_) {
   for (int64_t i = 0; i < a.num_layers; ++i) {
-    k.push_back(torch::zeros({slots, a.num_kv_heads, max_len, a.head_dim}, torch::dtype(dtype)));
-    v.push_back(torch::zeros({slots, a.num_kv_heads, max_len, a.head_dim}, torch::dtype(dtype)));
+    k.push_back(torch::zeros({slots, a.num_kv_heads, max_len, a.head_dim}, torch::dtype(dtype).device(device)));
+    v.push_back(torch::zeros({slots, a.num_kv_heads, max_len, a.head_dim}, torch::dtype(dtype).device(device)));
   }
 }
 

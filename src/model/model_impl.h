@@ -102,6 +102,8 @@ struct CausalLM::Impl {
   at::ScalarType dtype;
   CausalLMModule module;
   torch::Tensor inv_freq;
+  torch::Tensor inv_freq_device;  // a copy on the inputs' device, made once (no host copy inside a CUDA graph)
+  const torch::Tensor& inv_freq_on(const torch::Device& device);
   bool checkpointing = false;
   PackedWeight packed_head;  // lm_head (or the tied embedding) for inference
 };

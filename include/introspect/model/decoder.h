@@ -21,7 +21,7 @@ struct ForwardOutput {
 
 // Preallocated keys and values for `slots` sequences of up to `max_len` tokens.
 struct KVCache {
-  KVCache(const ModelArch& arch, int64_t slots, int64_t max_len, at::ScalarType dtype);
+  KVCache(const ModelArch& arch, int64_t slots, int64_t max_len, at::ScalarType dtype, at::Device device = at::kCPU);
   static int64_t bytes_needed(const ModelArch& arch, int64_t slots, int64_t max_len, at::ScalarType dtype);
   std::vector<at::Tensor> k, v;  // per layer: [slots, kv_heads, max_len, head_dim]
   int64_t slots, max_len;
@@ -58,10 +58,17 @@ class CausalLM {
   ForwardOutput forward_cached(const at::Tensor& input_ids, const at::Tensor& positions, const at::Tensor& slots,
                                KVCache& cache, bool last_logits_only = false) const;
 
+  // One decode step of cache rows 0..B-1 that never reads a tensor back to the host: attention runs over every
+  // position of the cache, masked beyond each row's own, so all shapes are fixed and a CUDA graph can capture
+  // it (gpu::GraphedDecoder). Positions must stay below cache.max_len (not checked: that would sync).
+  ForwardOutput forward_static_step(const at::Tensor& input_ids, const at::Tensor& positions, KVCache& cache) const;
+
   at::Tensor lm_head_weight() const;  // [vocab, hidden]; the embedding when tied
   std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
   std::vector<at::Tensor> parameters() const;
   void set_activation_checkpointing(bool on);
+  // Moves every parameter to `device` (the RoPE table follows the inputs' device on each call).
+  void to(at::Device device);
   // Reorders the projection weights once for fast inference (oneDNN's prepacked linear, when the LibTorch has
   // it). Used only with grad disabled, and a packed copy is ignored as soon as its weight changes, so training
   // never reads a stale one; call again after an update to re-pack.

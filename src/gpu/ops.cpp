@@ -50,31 +50,47 @@ Operands operands(const at::Tensor& hidden, const at::Tensor& weight, const at::
   return o;
 }
 
+struct ForwardPass {
+  at::Tensor logp, entropy, lse;  // [N] fp32
+  at::Tensor prob_sum;            // [segments, vocab] fp32 when segments were given
+};
+
+// The chunked forward: GEMM, row statistics and, given segments, the per-sequence softmax column sums.
+ForwardPass forward_pass(const Operands& op, double temperature, int64_t chunk_bytes, const at::Tensor& segments = {},
+                         int64_t num_segments = 0) {
+  const int64_t n = op.hidden.size(0), vocab = op.weight.size(0), dim = op.hidden.size(1);
+  const auto f32 = op.hidden.options().dtype(at::kFloat);
+  ForwardPass out{torch::empty({n}, f32), torch::empty({n}, f32), torch::empty({n}, f32), {}};
+  if (segments.defined()) out.prob_sum = torch::zeros({num_segments, vocab}, f32);
+  const int64_t rows = chunk_rows(chunk_bytes, vocab, n);
+  auto logits = torch::empty({rows, vocab}, f32);
+  const float inv_t = static_cast<float>(1.0 / temperature);
+  const size_t elem = op.hidden.element_size();
+  for (int64_t s = 0; s < n; s += rows) {
+    const int64_t len = std::min(rows, n - s);
+    k::lm_head_logits(static_cast<const char*>(op.hidden.data_ptr()) + s * dim * elem, op.weight.data_ptr(), op.type,
+                      len, vocab, dim, inv_t, logits.data_ptr<float>(), current_stream());
+    k::logits_row_stats(logits.data_ptr<float>(), op.targets.data_ptr<int64_t>() + s, len, vocab,
+                        out.lse.data_ptr<float>() + s, out.logp.data_ptr<float>() + s,
+                        out.entropy.data_ptr<float>() + s, current_stream());
+    if (segments.defined())
+      k::softmax_column_sums(logits.data_ptr<float>(), out.lse.data_ptr<float>() + s,
+                             segments.data_ptr<int64_t>() + s, len, vocab, out.prob_sum.data_ptr<float>(),
+                             current_stream());
+  }
+  return out;
+}
+
 struct FusedLogProb : public torch::autograd::Function<FusedLogProb> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, torch::Tensor hidden,
                                                 torch::Tensor weight, torch::Tensor targets, double temperature,
                                                 int64_t chunk_bytes) {
     ctx->set_materialize_grads(false);
-    const auto op = operands(hidden, weight, targets);
-    const int64_t n = hidden.size(0), vocab = weight.size(0), dim = hidden.size(1);
-    const auto f32 = hidden.options().dtype(at::kFloat);
-    auto logp = torch::empty({n}, f32), entropy = torch::empty({n}, f32), lse = torch::empty({n}, f32);
-    const int64_t rows = chunk_rows(chunk_bytes, vocab, n);
-    auto logits = torch::empty({rows, vocab}, f32);
-    const float inv_t = static_cast<float>(1.0 / temperature);
-    const size_t elem = op.hidden.element_size();
-    for (int64_t s = 0; s < n; s += rows) {
-      const int64_t len = std::min(rows, n - s);
-      k::lm_head_logits(static_cast<const char*>(op.hidden.data_ptr()) + s * dim * elem, op.weight.data_ptr(), op.type,
-                        len, vocab, dim, inv_t, logits.data_ptr<float>(), current_stream());
-      k::logits_row_stats(logits.data_ptr<float>(), op.targets.data_ptr<int64_t>() + s, len, vocab,
-                          lse.data_ptr<float>() + s, logp.data_ptr<float>() + s, entropy.data_ptr<float>() + s,
-                          current_stream());
-    }
-    ctx->save_for_backward({hidden, weight, targets, lse, entropy});
+    const auto pass = forward_pass(operands(hidden, weight, targets), temperature, chunk_bytes);
+    ctx->save_for_backward({hidden, weight, targets, pass.lse, pass.entropy});
     ctx->saved_data["temperature"] = temperature;
     ctx->saved_data["chunk_bytes"] = chunk_bytes;
-    return {logp, entropy};
+    return {pass.logp, pass.entropy};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -140,33 +156,17 @@ model::TokenFeatures fused_logprobs_and_features(const at::Tensor& hidden, const
   c10::NoGradGuard no_grad;
   const auto op = operands(hidden, weight, targets);
   const auto seg = segments.to(hidden.device(), at::kLong).contiguous();
-  const int64_t n = hidden.size(0), vocab = weight.size(0), dim = hidden.size(1);
   const auto f32 = hidden.options().dtype(at::kFloat);
+  auto pass = forward_pass(op, temperature, chunk_bytes, seg, num_segments);
   model::TokenFeatures out;
-  out.logp = torch::empty({n}, f32);
-  out.entropy = torch::empty({n}, f32);
-  auto lse = torch::empty({n}, f32);
-  auto prob_sum = torch::zeros({num_segments, vocab}, f32);
-  const int64_t rows = chunk_rows(chunk_bytes, vocab, n);
-  auto logits = torch::empty({rows, vocab}, f32);
-  const float inv_t = static_cast<float>(1.0 / temperature);
-  const size_t elem = op.hidden.element_size();
-  for (int64_t s = 0; s < n; s += rows) {
-    const int64_t len = std::min(rows, n - s);
-    k::lm_head_logits(static_cast<const char*>(op.hidden.data_ptr()) + s * dim * elem, op.weight.data_ptr(), op.type,
-                      len, vocab, dim, inv_t, logits.data_ptr<float>(), current_stream());
-    k::logits_row_stats(logits.data_ptr<float>(), op.targets.data_ptr<int64_t>() + s, len, vocab,
-                        lse.data_ptr<float>() + s, out.logp.data_ptr<float>() + s, out.entropy.data_ptr<float>() + s,
-                        current_stream());
-    k::softmax_column_sums(logits.data_ptr<float>(), lse.data_ptr<float>() + s, seg.data_ptr<int64_t>() + s, len, vocab,
-                           prob_sum.data_ptr<float>(), current_stream());
-  }
+  out.logp = pass.logp;
+  out.entropy = pass.entropy;
   // Φ_s = Wᵀ (c_s − p̄_s), as the CPU path: histogram minus summed probabilities, over the token count.
   // Rows with a negative segment (masked out) count nowhere, as in the column-sum kernel.
   const auto kept = (seg >= 0).nonzero().squeeze(1);
   const auto kept_seg = seg.index_select(0, kept), kept_targets = op.targets.index_select(0, kept);
   const auto ones = torch::ones({kept.size(0)}, f32);
-  auto residual = prob_sum.neg_();
+  auto residual = pass.prob_sum.neg_();
   residual.index_put_({kept_seg, kept_targets}, ones, /*accumulate=*/true);
   const auto counts = torch::zeros({num_segments}, f32).index_add_(0, kept_seg, ones);
   residual.div_(counts.clamp_min(1).unsqueeze(1));

@@ -8,6 +8,7 @@
 #include <cuda_bf16.h>
 
 #include <cmath>
+#include <map>
 
 #include "cuda_check.h"
 #include "introspect/kernels/fused_logprob.h"
@@ -23,11 +24,11 @@ void check_cublas(cublasStatus_t status, const char* what) {
 // One handle per thread, created on first use and never destroyed: destroying it from a static destructor can
 // run after the CUDA context is gone.
 cublasHandle_t cublas_for(void* stream) {
-  thread_local cublasHandle_t handle = [] {
-    cublasHandle_t h = nullptr;
-    check_cublas(cublasCreate(&h), "cublasCreate");
-    return h;
-  }();
+  thread_local std::map<int, cublasHandle_t> handles;  // a handle belongs to the device current at its creation
+  int device = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  auto& handle = handles[device];
+  if (!handle) check_cublas(cublasCreate(&handle), "cublasCreate");
   check_cublas(cublasSetStream(handle, static_cast<cudaStream_t>(stream)), "cublasSetStream");
   return handle;
 }
@@ -45,16 +46,23 @@ void gemm_row_major(cublasHandle_t h, bool trans_a, bool trans_b, int64_t m_rows
                what);
 }
 
+// dot is taken relative to the running max, so the entropy log(sum) − dot/sum never subtracts two numbers of
+// the logits' size (a peaked row's entropy of 1e-6 stays exact instead of drowning in the lse's rounding).
 struct SoftmaxState {
-  float max, sum, dot;  // max z, Σ exp(z − max), Σ exp(z − max)·z
+  float max, sum, dot;  // max z, Σ exp(z − max), Σ exp(z − max)·(z − max)
 };
+
+__device__ SoftmaxState rebase(SoftmaxState a, float m) {  // the same sums relative to a larger max m
+  const float scale = expf(a.max - m);
+  return {m, a.sum * scale, scale * (a.dot + a.sum * (a.max - m))};
+}
 
 __device__ SoftmaxState combine(SoftmaxState a, SoftmaxState b) {
   if (a.max == -INFINITY) return b;
   if (b.max == -INFINITY) return a;
   const float m = fmaxf(a.max, b.max);
-  const float sa = expf(a.max - m), sb = expf(b.max - m);
-  return {m, a.sum * sa + b.sum * sb, a.dot * sa + b.dot * sb};
+  const SoftmaxState ra = rebase(a, m), rb = rebase(b, m);
+  return {m, ra.sum + rb.sum, ra.dot + rb.dot};
 }
 
 __device__ SoftmaxState warp_combine(SoftmaxState s) {
@@ -76,12 +84,12 @@ __global__ void row_stats_kernel(const float* __restrict__ logits, const int64_t
   for (int64_t v = threadIdx.x; v < vocab; v += kRowThreads) {
     const float x = z[v];
     if (x > s.max) {
-      const float scale = expf(s.max - x);  // 0 on the first element (max = -inf)
-      s = {x, s.sum * scale + 1.f, s.dot * scale + x};
+      s = s.max == -INFINITY ? SoftmaxState{x, 0.f, 0.f} : rebase(s, x);
+      s.sum += 1.f;  // the new max itself: exp(0) to sum, exp(0)·0 to dot
     } else {
-      const float e = expf(x - s.max);
+      const float d = x - s.max, e = expf(d);
       s.sum += e;
-      s.dot += e * x;
+      s.dot += e * d;
     }
   }
   s = warp_combine(s);
@@ -96,7 +104,7 @@ __global__ void row_stats_kernel(const float* __restrict__ logits, const int64_t
       const float l = s.max + logf(s.sum);
       lse[r] = l;
       logp[r] = z[targets[r]] - l;
-      entropy[r] = l - s.dot / s.sum;
+      entropy[r] = logf(s.sum) - s.dot / s.sum;
     }
   }
 }
@@ -130,19 +138,21 @@ constexpr int kBackwardThreads = 256;
 __global__ void backward_kernel(float* __restrict__ logits, const float* __restrict__ lse,
                                 const float* __restrict__ entropy, const int64_t* __restrict__ targets,
                                 const float* __restrict__ grad_logp, const float* __restrict__ grad_entropy,
-                                int64_t vocab, float inv_temperature, __nv_bfloat16* __restrict__ out_bf16) {
-  const int64_t r = blockIdx.y;
-  const float l = lse[r], g = grad_logp[r], ge = grad_entropy ? grad_entropy[r] : 0.f, h = entropy[r];
-  const int64_t target = targets[r];
-  float* z = logits + r * vocab;
-  for (int64_t v = static_cast<int64_t>(blockIdx.x) * kBackwardThreads + threadIdx.x; v < vocab;
-       v += static_cast<int64_t>(gridDim.x) * kBackwardThreads) {
-    const float lp = z[v] - l, p = expf(lp);
-    float d = g * ((v == target ? 1.f : 0.f) - p);
-    if (grad_entropy) d -= ge * p * (lp + h);
-    d *= inv_temperature;
-    z[v] = d;
-    if (out_bf16) out_bf16[r * vocab + v] = __float2bfloat16(d);
+                                int64_t rows, int64_t vocab, float inv_temperature,
+                                __nv_bfloat16* __restrict__ out_bf16) {
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    const float l = lse[r], g = grad_logp[r], ge = grad_entropy ? grad_entropy[r] : 0.f, h = entropy[r];
+    const int64_t target = targets[r];
+    float* z = logits + r * vocab;
+    for (int64_t v = static_cast<int64_t>(blockIdx.x) * kBackwardThreads + threadIdx.x; v < vocab;
+         v += static_cast<int64_t>(gridDim.x) * kBackwardThreads) {
+      const float lp = z[v] - l, p = expf(lp);
+      float d = g * ((v == target ? 1.f : 0.f) - p);
+      if (grad_entropy) d -= ge * p * (lp + h);
+      d *= inv_temperature;
+      z[v] = d;
+      if (out_bf16) out_bf16[r * vocab + v] = __float2bfloat16(d);
+    }
   }
 }
 
@@ -179,6 +189,8 @@ void logits_row_stats(const float* logits, const int64_t* targets, int64_t rows,
 void softmax_column_sums(const float* logits, const float* lse, const int64_t* segment, int64_t rows, int64_t vocab,
                          float* prob_sum, void* stream) {
   if (rows <= 0) return;
+  if ((rows + kRowsPerSlab - 1) / kRowsPerSlab > 65535)
+    throw std::invalid_argument("softmax_column_sums: at most 65535 slabs of 64 rows per call");
   const dim3 grid(static_cast<unsigned>((vocab + kColumnThreads - 1) / kColumnThreads),
                   static_cast<unsigned>((rows + kRowsPerSlab - 1) / kRowsPerSlab));
   column_sums_kernel<<<grid, kColumnThreads, 0, static_cast<cudaStream_t>(stream)>>>(logits, lse, segment, rows,
@@ -191,9 +203,9 @@ void logits_backward(float* logits, const float* lse, const float* entropy, cons
                      float inv_temperature, void* dlogits_bf16, void* stream) {
   if (rows <= 0) return;
   const dim3 grid(static_cast<unsigned>(std::min<int64_t>((vocab + kBackwardThreads - 1) / kBackwardThreads, 64)),
-                  static_cast<unsigned>(rows));
+                  static_cast<unsigned>(std::min<int64_t>(rows, 65535)));
   backward_kernel<<<grid, kBackwardThreads, 0, static_cast<cudaStream_t>(stream)>>>(
-      logits, lse, entropy, targets, grad_logp, grad_entropy, vocab, inv_temperature,
+      logits, lse, entropy, targets, grad_logp, grad_entropy, rows, vocab, inv_temperature,
       static_cast<__nv_bfloat16*>(dlogits_bf16));
   check_launch("backward_kernel");
 }

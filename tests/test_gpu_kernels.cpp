@@ -95,7 +95,6 @@ TEST(KernelTwins, FeatureSimilarityMatchesBatchNovelty) {
                                   nu.data_ptr<float>());
   const auto want = introspect::g2rl::batch_novelty(features, group_ids_of(kGroupSizes), rewards, 1e-8);
   EXPECT_LT(max_abs_diff(nu, want), 1e-6);
-  EXPECT_TRUE(std::isfinite(nu[1].item<float>()));
   EXPECT_FLOAT_EQ(nu[8].item<float>(), 1.0f);                // the lone response
   EXPECT_NEAR(gram[1 * 8 + 3].item<float>(), 1.0f, 1e-6);    // the parallel pair
   const auto unit = features / features.norm(2, 1, true);
@@ -193,7 +192,10 @@ TEST(GpuKernels, RowStatsColumnSumsAndBackwardMatchTheirTwins) {
   REQUIRE_GPU();
   torch::manual_seed(23);
   const int64_t rows = 150, vocab = 151936 / 8 + 3;  // not a multiple of the block width
-  const auto logits = (torch::randn({rows, vocab}) * 3).contiguous();
+  auto logits = (torch::randn({rows, vocab}) * 3).contiguous();
+  // Peaked rows, as a confident model gives: entropies of ~1e-12 and 0.58 next to log-sum-exps of 40 and 60.
+  logits[0].fill_(0.0f), logits[0][7] = 40.0f;
+  logits[1].fill_(-5.0f), logits[1][3] = 60.0f, logits[1][4] = 59.0f;
   const auto targets = torch::randint(vocab, {rows}, torch::kLong);
   auto segment = torch::arange(rows, torch::kLong).div(40, "floor");
   segment.narrow(0, 10, 5).fill_(-1);
@@ -207,24 +209,29 @@ TEST(GpuKernels, RowStatsColumnSumsAndBackwardMatchTheirTwins) {
   EXPECT_LT(max_abs_diff(d_lse, lse), 1e-5 * lse.abs().max().item<double>());
   EXPECT_LT(max_abs_diff(d_logp, logp), 1e-4);  // |logp| ~ 20: fp32 relative 1e-5 of the lse
   EXPECT_LT(max_rel_diff(d_ent, ent), 1e-5);
+  // Absolute on the peaked rows: entropy as lse − E[z] would cancel two numbers near 60 (fp32 spacing 3.8e-6).
+  EXPECT_LT(max_abs_diff(d_ent.narrow(0, 0, 2), ent.narrow(0, 0, 2)), 5e-7) << d_ent.narrow(0, 0, 2).cpu();
+  EXPECT_GE(d_ent.min().item<float>(), 0.0f);
 
   auto sums = torch::zeros({4, vocab});
   k::softmax_column_sums_reference(logits.data_ptr<float>(), lse.data_ptr<float>(), segment.data_ptr<int64_t>(), rows,
                                    vocab, sums.data_ptr<float>());
   auto d_sums = torch::zeros({4, vocab}, d_logits.options());
-  k::softmax_column_sums(d_logits.data_ptr<float>(), lse.cuda().data_ptr<float>(), d_segment.data_ptr<int64_t>(), rows,
+  const auto lse_dev = lse.cuda(), ent_dev = ent.cuda();
+  k::softmax_column_sums(d_logits.data_ptr<float>(), lse_dev.data_ptr<float>(), d_segment.data_ptr<int64_t>(), rows,
                          vocab, d_sums.data_ptr<float>(), nullptr);
   EXPECT_LT(max_rel_diff(d_sums, sums), 1e-5);
 
   const auto g = torch::randn({rows}), ge = torch::randn({rows});
+  const auto g_dev = g.cuda(), ge_dev = ge.cuda();
   auto dz = logits.clone();
   k::logits_backward_reference(dz.data_ptr<float>(), lse.data_ptr<float>(), ent.data_ptr<float>(),
                                targets.data_ptr<int64_t>(), g.data_ptr<float>(), ge.data_ptr<float>(), rows, vocab, 0.5f);
   auto d_dz = d_logits.clone();
   auto d_bf16 = torch::empty({rows, vocab}, d_logits.options().dtype(torch::kBFloat16));
-  k::logits_backward(d_dz.data_ptr<float>(), lse.cuda().data_ptr<float>(), ent.cuda().data_ptr<float>(),
-                     d_targets.data_ptr<int64_t>(), g.cuda().data_ptr<float>(), ge.cuda().data_ptr<float>(), rows, vocab,
-                     0.5f, d_bf16.data_ptr(), nullptr);
+  k::logits_backward(d_dz.data_ptr<float>(), lse_dev.data_ptr<float>(), ent_dev.data_ptr<float>(),
+                     d_targets.data_ptr<int64_t>(), g_dev.data_ptr<float>(), ge_dev.data_ptr<float>(), rows, vocab, 0.5f,
+                     d_bf16.data_ptr(), nullptr);
   EXPECT_LT(max_rel_diff(d_dz, dz), 1e-5);
   EXPECT_LT(max_rel_diff(d_bf16, dz), 1e-2);  // bf16 has 8 bits of mantissa
 }
@@ -263,17 +270,18 @@ TEST(GpuKernels, FusedLogProbInBf16StaysWithinBf16Tolerance) {
   const auto hb = c.hidden.to(torch::kBFloat16), wb = c.weight.to(torch::kBFloat16);
   // Reference: the same bf16-rounded operands in fp32.
   auto h_ref = hb.to(torch::kFloat).requires_grad_(true), w_ref = wb.to(torch::kFloat).requires_grad_(true);
-  const auto logp_ref = introspect::model::chunked_token_logprobs(h_ref, w_ref, c.targets);
-  logp_ref.sum().backward();
+  const auto [logp_ref, ent_ref] = introspect::model::chunked_token_logprobs_entropy(h_ref, w_ref, c.targets);
+  (logp_ref.sum() + 0.5 * ent_ref.sum()).backward();
   auto h = hb.cuda().requires_grad_(true);
   auto w = c.weight.cuda().requires_grad_(true);  // fp32 master weight, cast to bf16 inside
   const auto [logp, ent] = gpu::fused_token_logprobs_entropy(h, w, c.targets.cuda());
-  logp.sum().backward();
+  (logp.sum() + 0.5 * ent.sum()).backward();
   EXPECT_EQ(h.grad().scalar_type(), torch::kBFloat16);
   EXPECT_EQ(w.grad().scalar_type(), torch::kFloat);
   // Stated bf16 tolerance: logits accumulate in fp32, so only the bf16 rounding of d logits (2^-8) and of the
   // returned hidden gradient remains.
   EXPECT_LT(max_abs_diff(logp, logp_ref), 1e-3);
+  EXPECT_LT(max_abs_diff(ent, ent_ref), 1e-3);
   EXPECT_LT(max_rel_diff(h.grad(), h_ref.grad()), 2e-2);
   EXPECT_LT(max_rel_diff(w.grad(), w_ref.grad()), 2e-2);
 }
@@ -288,6 +296,21 @@ TEST(GpuKernels, FusedFeaturesMatchTheChunkedPath) {
   EXPECT_LT(max_abs_diff(got.logp, want.logp), 1e-4);
   EXPECT_LT(max_rel_diff(got.entropy, want.entropy), 1e-5);
   EXPECT_LT(max_rel_diff(got.features, want.features), 1e-4);
+  // Rows masked out (segment -1) count in no sequence: the same as leaving them out of the CPU call.
+  auto masked = segments.clone();
+  masked.narrow(0, 60, 20).fill_(-1);
+  const auto kept = (masked >= 0).nonzero().squeeze(1);
+  const auto want_kept = introspect::model::chunked_logprobs_and_features(
+      c.hidden.index_select(0, kept), c.weight, c.targets.index_select(0, kept), masked.index_select(0, kept), 4, 0.9, 64);
+  const auto got_masked = gpu::fused_logprobs_and_features(c.hidden.cuda(), c.weight.cuda(), c.targets.cuda(),
+                                                           masked.cuda(), 4, 0.9);
+  EXPECT_LT(max_rel_diff(got_masked.features, want_kept.features), 1e-4);
+  // Out-of-range ids are refused before any kernel reads with them.
+  EXPECT_THROW(gpu::fused_logprobs_and_features(c.hidden.cuda(), c.weight.cuda(), c.targets.cuda(), segments.cuda(), 3),
+               c10::Error);
+  auto bad_targets = c.targets.clone();
+  bad_targets[5] = 3001;
+  EXPECT_THROW(gpu::fused_token_logprobs_entropy(c.hidden.cuda(), c.weight.cuda(), bad_targets.cuda()), c10::Error);
 }
 
 // The decoder on CUDA (mask-free causal fast path, KV cache on the device) against the same weights on CPU.

@@ -36,8 +36,11 @@ struct DistributedAdamW::Impl {
     begin = sharded ? comm.rank() * shard : 0;
     state_len = shard;
     bucket = std::max<int64_t>(1, static_cast<int64_t>(bucket_mb * (1 << 20) / 4));
-    // The flat buffers live where the parameters do (a GPU with the NCCL engine, the host with MPI).
-    const auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(params.empty() ? at::kCPU : params[0].device());
+    // The flat buffers live on the parameters' device only when no collective touches them (one rank, stage 0):
+    // MPI and the single-rank engine move host memory. Otherwise they stay on the host, and the copies between
+    // parameters and buffers cross devices.
+    const bool on_device = w == 1 && !sharded && !params.empty();
+    const auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(on_device ? params[0].device() : at::kCPU);
     flat = torch::zeros({sharded ? w * shard : total}, f32);
     if (sharded) staging = torch::zeros({w * std::min(bucket, shard)}, f32);
     master = torch::zeros({state_len}, f32);

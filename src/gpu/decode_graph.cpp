@@ -21,6 +21,7 @@ struct GraphedDecoder::Impl {
     positions = torch::full({batch, 1}, cache.max_len - 1, opts);  // the scratch slot while capturing
     tokens = torch::zeros({batch, cache.max_len}, opts);
     torch::NoGradGuard no_grad;
+    const c10::cuda::CUDAGuard device_guard(cache.k.front().device());
     // Warm up on the capture stream first, so cuBLAS and the allocator have their workspaces before capture.
     auto stream = at::cuda::getStreamFromPool();
     stream.synchronize();
@@ -58,6 +59,7 @@ at::Tensor GraphedDecoder::greedy(const at::Tensor& last_tokens, int64_t start, 
   TORCH_CHECK(last_tokens.numel() == batch, "GraphedDecoder::greedy: last_tokens must hold ", batch, " tokens");
   TORCH_CHECK(start >= 0 && steps >= 0 && start + steps <= s.cache.max_len - 1, "GraphedDecoder::greedy: positions ",
               start, "..", start + steps - 1, " do not fit the cache below its scratch slot ", s.cache.max_len - 1);
+  const c10::cuda::CUDAGuard device_guard(s.ids.device());
   s.ids.copy_(last_tokens.reshape({batch, 1}));
   s.positions.fill_(start);
   for (int64_t i = 0; i < steps; ++i) s.graph.replay();

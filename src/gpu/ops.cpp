@@ -3,6 +3,7 @@
 #include "introspect/gpu/ops.h"
 
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <torch/torch.h>
 
 #include "introspect/kernels/feature_similarity.h"
@@ -25,15 +26,26 @@ k::GemmType gemm_type(const at::Tensor& t) {
   return t.scalar_type() == at::kBFloat16 ? k::GemmType::kBFloat16 : k::GemmType::kFloat32;
 }
 
+// [lo, hi) holds every element of the integer tensor t (one reduction and one host read).
+void check_range(const at::Tensor& t, int64_t lo, int64_t hi, const char* what) {
+  if (t.numel() == 0) return;
+  const auto [min, max] = at::aminmax(t);
+  const int64_t a = min.item<int64_t>(), b = max.item<int64_t>();
+  TORCH_CHECK(a >= lo && b < hi, what, " must lie in [", lo, ", ", hi, "), found ", a, "..", b);
+}
+
 void check_logprob_args(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
                         double temperature) {
   TORCH_CHECK(hidden.is_cuda() && weight.is_cuda() && targets.is_cuda(), "fused log-prob: CUDA tensors expected");
+  TORCH_CHECK(hidden.device() == weight.device() && hidden.device() == targets.device(),
+              "fused log-prob: hidden, weight and targets must be on one device");
   TORCH_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),
               "fused log-prob: hidden [N, H] and weight [V, H] expected");
   TORCH_CHECK(targets.dim() == 1 && targets.size(0) == hidden.size(0), "fused log-prob: targets [N] expected");
   TORCH_CHECK(hidden.scalar_type() == at::kBFloat16 || hidden.scalar_type() == at::kFloat,
               "fused log-prob: hidden must be bf16 or fp32");
   TORCH_CHECK(temperature > 0, "fused log-prob: temperature must be positive");
+  check_range(targets, 0, weight.size(0), "fused log-prob: targets");
 }
 
 // hidden contiguous in its own dtype, weight cast to it, targets int64.
@@ -101,6 +113,7 @@ struct FusedLogProb : public torch::autograd::Function<FusedLogProb> {
     const int64_t chunk_bytes = ctx->saved_data["chunk_bytes"].toInt();
     const bool want_logp = grad_out[0].defined(), want_entropy = grad_out[1].defined();
     if (!want_logp && !want_entropy) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    const c10::cuda::CUDAGuard guard(saved[0].device());
     const auto op = operands(saved[0], saved[1], saved[2]);
     const int64_t n = op.hidden.size(0), vocab = op.weight.size(0), dim = op.hidden.size(1);
     const auto f32 = op.hidden.options().dtype(at::kFloat);
@@ -144,6 +157,7 @@ std::pair<at::Tensor, at::Tensor> fused_token_logprobs_entropy(const at::Tensor&
                                                                const at::Tensor& targets, double temperature,
                                                                int64_t chunk_bytes) {
   check_logprob_args(hidden, weight, targets, temperature);
+  const c10::cuda::CUDAGuard guard(hidden.device());
   auto out = FusedLogProb::apply(hidden, weight, targets, temperature, chunk_bytes);
   return {out[0], out[1]};
 }
@@ -153,6 +167,8 @@ model::TokenFeatures fused_logprobs_and_features(const at::Tensor& hidden, const
                                                  int64_t num_segments, double temperature, int64_t chunk_bytes) {
   check_logprob_args(hidden, weight, targets, temperature);
   TORCH_CHECK(segments.dim() == 1 && segments.size(0) == hidden.size(0), "features: segments [N] expected");
+  check_range(segments, -1, num_segments, "features: segments");
+  const c10::cuda::CUDAGuard guard(hidden.device());
   c10::NoGradGuard no_grad;
   const auto op = operands(hidden, weight, targets);
   const auto seg = segments.to(hidden.device(), at::kLong).contiguous();
@@ -178,8 +194,13 @@ at::Tensor grouped_advantages(const at::Tensor& scores, const at::Tensor& offset
                               const kernels::GroupAdvantageOptions& options) {
   TORCH_CHECK(scores.is_cuda() && scores.dim() == 1, "grouped_advantages: CUDA scores [N] expected");
   TORCH_CHECK(offsets.dim() == 1 && offsets.size(0) >= 1, "grouped_advantages: offsets [G+1] expected");
+  const c10::cuda::CUDAGuard guard(scores.device());
   const auto s = scores.to(at::kFloat).contiguous();
   const auto off = offsets.to(scores.device(), at::kLong).contiguous();
+  // Offsets must rise from 0 to N: a group past the end would read and write out of bounds.
+  auto ok = (off[0] == 0) & (off[-1] == s.size(0));
+  if (off.size(0) > 1) ok &= (off.narrow(0, 1, off.size(0) - 1) >= off.narrow(0, 0, off.size(0) - 1)).all();
+  TORCH_CHECK(ok.item<bool>(), "grouped_advantages: offsets must rise from 0 to N = ", s.size(0));  // one host read
   auto out = torch::empty_like(s);
   k::grouped_advantage(s.data_ptr<float>(), off.data_ptr<int64_t>(), off.size(0) - 1, out.data_ptr<float>(), options,
                        current_stream());
@@ -194,6 +215,10 @@ std::pair<at::Tensor, at::Tensor> feature_similarity(const at::Tensor& features,
   const int64_t groups = off_cpu.size(0) - 1;
   TORCH_CHECK(groups >= 0, "feature_similarity: offsets [G+1] expected");
   const auto sizes = off_cpu.narrow(0, 1, groups) - off_cpu.narrow(0, 0, groups);
+  TORCH_CHECK(off_cpu[0].item<int64_t>() == 0 && off_cpu[groups].item<int64_t>() == features.size(0) &&
+                  (groups == 0 || sizes.min().item<int64_t>() >= 0),
+              "feature_similarity: offsets must rise from 0 to N = ", features.size(0));
+  const c10::cuda::CUDAGuard guard(features.device());
   TORCH_CHECK(groups == 0 || sizes.max().item<int64_t>() <= k::kMaxSimilarityGroup, "feature_similarity: a group has more than ",
               k::kMaxSimilarityGroup, " rows");
   auto gram_offsets = torch::zeros({groups + 1}, off_cpu.options());

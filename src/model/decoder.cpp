@@ -136,9 +136,10 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope& rope, c
     k = (leading ? ck.narrow(0, 0, B) : ck.index_select(0, slots)).narrow(2, 0, L).to(q.scalar_type());
     v = (leading ? cv.narrow(0, 0, B) : cv.index_select(0, slots)).narrow(2, 0, L).to(q.scalar_type());
   }
-  if (cache && q.is_cuda()) {
-    // Decoding on a GPU: SDPA with a mask and grouped KV heads falls back to a path that copies every cached
-    // key and value once per query head. Grouping the query heads by their KV head reads the cache as it is.
+  if (cache && q.is_cuda() && T == 1) {
+    // A decode step on a GPU: SDPA with a mask and grouped KV heads falls back to a path that copies every cached
+    // key and value once per query head. Grouping the query heads by their KV head reads the cache as it is
+    // (scores rounded to the model's dtype before the fp32 softmax, as HF's eager attention does).
     const int64_t group = heads / kv_heads, L = k.size(2);
     const auto qg = q.reshape({B, kv_heads, group * T, head_dim});
     auto scores = torch::matmul(qg, k.transpose(-1, -2)).to(torch::kFloat).mul_(1.0 / std::sqrt(double(head_dim)));

@@ -635,7 +635,7 @@ void Trainer::merge_rank_metrics(std::map<std::string, double>& m, double weight
     const bool smallest = ends_with(k, "/min") || ends_with(k, "_min");
     const bool extensive = k.rfind("throughput/", 0) == 0 || k == "rollout/solution_tokens" ||
                            (k.rfind("reward/", 0) == 0 && ends_with(k, "/errors"));
-    m[k] = largest ? top[k] : smallest ? low[k] : extensive ? total[k] : weighted[k] / weights[k];
+    m[k] = largest ? top[k] : smallest ? low[k] : extensive ? total[k] : weights[k] > 0 ? weighted[k] / weights[k] : top[k];
   }
 }
 

@@ -28,6 +28,7 @@ void logits_row_stats_reference(const float* logits, const int64_t* targets, int
 
 // prob_sum [segments, vocab] += softmax rows: prob_sum[segment[r], v] += exp(z[r, v] − lse[r]); rows whose
 // segment is negative are skipped. Rows of one segment may be anywhere, but contiguous runs are cheapest.
+// Targets and segment ids are not range-checked here (gpu::ops checks them): callers keep them in range.
 void softmax_column_sums(const float* logits, const float* lse, const int64_t* segment, int64_t rows, int64_t vocab,
                          float* prob_sum, void* stream);
 void softmax_column_sums_reference(const float* logits, const float* lse, const int64_t* segment, int64_t rows,

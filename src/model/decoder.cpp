@@ -136,6 +136,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope& rope, c
     k = (leading ? ck.narrow(0, 0, B) : ck.index_select(0, slots)).narrow(2, 0, L).to(q.scalar_type());
     v = (leading ? cv.narrow(0, 0, B) : cv.index_select(0, slots)).narrow(2, 0, L).to(q.scalar_type());
   }
+  torch::Tensor out;  // [B, heads, T, head_dim]
   if (cache && q.is_cuda() && T == 1) {
     // A decode step on a GPU: SDPA with a mask and grouped KV heads falls back to a path that copies every cached
     // key and value once per query head. Grouping the query heads by their KV head reads the cache as it is
@@ -145,14 +146,13 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const Rope& rope, c
     auto scores = torch::matmul(qg, k.transpose(-1, -2)).to(torch::kFloat).mul_(1.0 / std::sqrt(double(head_dim)));
     const auto allowed = mask.unsqueeze(2).expand({B, 1, group, T, L}).reshape({B, 1, group * T, L});
     scores.masked_fill_(allowed.logical_not(), -std::numeric_limits<float>::infinity());
-    const auto out = torch::matmul(torch::softmax(scores, -1).to(v.scalar_type()), v);  // [B, kv, group*T, D]
-    return o_proj(out.view({B, heads, T, head_dim}).transpose(1, 2).reshape({B, T, heads * head_dim}));
+    out = torch::matmul(torch::softmax(scores, -1).to(v.scalar_type()), v).view({B, heads, T, head_dim});
+  } else {
+    // An undefined mask means plain causal attention, which lets SDPA pick its flash kernel on a GPU.
+    const std::optional<torch::Tensor> attn_mask = mask.defined() ? std::optional<torch::Tensor>(mask) : std::nullopt;
+    out = at::scaled_dot_product_attention(q, k, v, attn_mask, 0.0, !mask.defined(), std::nullopt, heads != kv_heads);
   }
-  // An undefined mask means plain causal attention, which lets SDPA pick its flash kernel on a GPU.
-  auto out = mask.defined() ? at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, std::nullopt, heads != kv_heads)
-                            : at::scaled_dot_product_attention(q, k, v, {}, 0.0, true, std::nullopt, heads != kv_heads);
-  out = out.transpose(1, 2).reshape({B, T, heads * head_dim});
-  return o_proj(out);
+  return o_proj(out.transpose(1, 2).reshape({B, T, heads * head_dim}));
 }
 
 MLPImpl::MLPImpl(const ModelArch& a) {

@@ -1,8 +1,13 @@
 // G2RL's feature cost (issue G): the old-log-prob pass with and without the factorised features
-// Φ = E_outᵀ(c − p̄), and the naive per-token form mean_t(E_out[y_t] − E_outᵀ p_t), side by side on the CPU
-// benchmark model's head (151,936 x 128, as benchmarks/grpo_step.py) over 64 responses of 64 tokens.
-//   bench_g2rl_features [threads] [repeats]
-// Prints one JSON line per variant (median seconds) and the overheads against the plain pass.
+// Φ = E_outᵀ(c − p̄), on the CPU benchmark model of benchmarks/grpo_step.py (Qwen3 architecture, 4 layers x 128,
+// the 151,936-token tied head), 64 responses of 64 tokens after 128-token prompts.
+//   bench_g2rl_features [threads] [pairs]
+// Two measurements, each as `pairs` back-to-back (plain, features) pairs so that slow drifts of a shared machine
+// hit both sides alike; the overhead is the median of the per-pair ratios:
+//   - "pass": the whole old-log-prob pass, the model forward plus the chunked head (what the trainer times);
+//   - "head": the chunked head alone, on the same hidden states.
+// The naive per-token form mean_t(E_out[y_t] − E_outᵀ p_t) is timed on the head, and checked against Φ.
+// Prints one JSON line per figure.
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -17,59 +22,105 @@
 
 namespace {
 
-double median_seconds(int repeats, const std::function<void()>& fn) {
-  std::vector<double> t;
-  fn();  // warm-up
-  for (int i = 0; i < repeats; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    fn();
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+namespace m = introspect::model;
+
+double seconds(const std::function<void()>& fn) {
+  const auto start = std::chrono::steady_clock::now();
+  fn();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+struct PairedTiming {
+  double plain, features, overhead;  // medians; overhead = median of features/plain - 1 over the pairs
+};
+
+PairedTiming paired(int pairs, const std::function<void()>& plain, const std::function<void()>& features) {
+  plain();  // warm-up
+  features();
+  std::vector<double> a, b, ratio;
+  for (int i = 0; i < pairs; ++i) {
+    a.push_back(seconds(plain));
+    b.push_back(seconds(features));
+    ratio.push_back(b.back() / a.back());
   }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return {median(a), median(b), median(ratio) - 1.0};
+}
+
+void print(const char* name, const PairedTiming& t, int pairs) {
+  std::printf("{\"measure\": \"%s\", \"plain_s\": %.4f, \"with_features_s\": %.4f, \"overhead\": %.4f, \"pairs\": %d}\n",
+              name, t.plain, t.features, t.overhead, pairs);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   introspect::core::init_torch(argc > 1 ? std::stoll(argv[1]) : 0);
-  const int repeats = argc > 2 ? std::stoi(argv[2]) : 5;
-  const int64_t V = 151936, H = 128, sequences = 64, length = 64, N = sequences * length;
+  const int pairs = argc > 2 ? std::stoi(argv[2]) : 7;
+  const int64_t sequences = 64, prompt = 128, length = 64, N = sequences * length;
+  m::ModelArch arch;
+  arch.model_type = "qwen3";
+  arch.vocab_size = 151936;
+  arch.hidden_size = 128;
+  arch.intermediate_size = 384;
+  arch.num_layers = 4;
+  arch.num_heads = 4;
+  arch.num_kv_heads = 2;
+  arch.head_dim = 32;
+  arch.max_position_embeddings = 1024;
+  arch.tie_word_embeddings = true;
+  arch.qk_norm = true;
+  const auto model = m::CausalLM::random(arch, 0);
+  const int64_t V = arch.vocab_size;
   c10::NoGradGuard no_grad;
   torch::manual_seed(0);
-  const auto weight = torch::randn({V, H}) * 0.02;
-  const auto hidden = torch::randn({N, H});
-  const auto targets = torch::randint(0, V, {N}, torch::kLong);
+  const auto ids = torch::randint(0, V, {sequences, prompt + length}, torch::kLong);
+  const auto attention = torch::ones_like(ids);
+  const auto targets = ids.narrow(1, prompt, length).reshape({N});
   const auto segments = torch::arange(N, torch::kLong).div(length, "floor");
-  namespace m = introspect::model;
+  // The hidden state at position t predicts token t + 1: the rows before each response token.
+  auto response_hidden = [&] {
+    const auto hidden = model.forward_padded(ids, attention, /*want_logits=*/false).hidden;
+    return hidden.narrow(1, prompt - 1, length).reshape({N, arch.hidden_size}).contiguous();
+  };
+  const auto hidden = response_hidden();
+  const auto weight = model.lm_head_weight();
 
-  at::Tensor plain_out, fact_out, naive_out;
-  const double plain = median_seconds(repeats, [&] {
-    plain_out = m::chunked_token_logprobs_entropy(hidden, weight, targets).first;
-  });
-  const double factorised = median_seconds(repeats, [&] {
-    fact_out = m::chunked_logprobs_and_features(hidden, weight, targets, segments, sequences).features;
-  });
+  at::Tensor fact_out;
+  const auto pass = paired(
+      pairs, [&] { m::chunked_token_logprobs_entropy(response_hidden(), weight, targets); },
+      [&] { m::chunked_logprobs_and_features(response_hidden(), weight, targets, segments, sequences); });
+  const auto head = paired(
+      pairs, [&] { m::chunked_token_logprobs_entropy(hidden, weight, targets); },
+      [&] { fact_out = m::chunked_logprobs_and_features(hidden, weight, targets, segments, sequences).features; });
   // The naive form: per token φ_t = E_out[y_t] − p_t E_out (a second [rows x V] x [V x H] GEMM per chunk).
-  const double naive = median_seconds(repeats, [&] {
-    auto features = torch::zeros({sequences, H});
-    const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 24) / V);
-    for (int64_t s = 0; s < N; s += chunk) {
-      const int64_t len = std::min(chunk, N - s);
-      const auto logits = torch::matmul(hidden.narrow(0, s, len), weight.t());
-      const auto p = torch::softmax(logits, -1);
-      const auto phi = weight.index_select(0, targets.narrow(0, s, len)) - torch::matmul(p, weight);
-      features.index_add_(0, segments.narrow(0, s, len), phi);
-    }
-    naive_out = features / static_cast<double>(length);
-  });
+  at::Tensor naive_out;
+  std::vector<double> naive_times;
+  for (int i = 0; i < std::max(1, pairs / 2); ++i) {
+    naive_times.push_back(seconds([&] {
+      auto features = torch::zeros({sequences, arch.hidden_size});
+      const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 24) / V);
+      for (int64_t s = 0; s < N; s += chunk) {
+        const int64_t len = std::min(chunk, N - s);
+        const auto logits = torch::matmul(hidden.narrow(0, s, len), weight.t());
+        const auto p = torch::softmax(logits, -1);
+        const auto phi = weight.index_select(0, targets.narrow(0, s, len)) - torch::matmul(p, weight);
+        features.index_add_(0, segments.narrow(0, s, len), phi);
+      }
+      naive_out = features / static_cast<double>(length);
+    }));
+  }
+  const double naive = median(naive_times);
   const double diff = (fact_out - naive_out).abs().max().item<double>();
-  std::printf("{\"variant\": \"old-logprob pass\", \"seconds\": %.4f}\n", plain);
-  std::printf("{\"variant\": \"+ factorised features\", \"seconds\": %.4f, \"overhead\": %.4f}\n", factorised,
-              factorised / plain - 1.0);
-  std::printf("{\"variant\": \"naive per-token features\", \"seconds\": %.4f, \"overhead\": %.4f}\n", naive + plain,
-              naive / plain);
-  std::printf("{\"max_abs_diff_factorised_vs_naive\": %.3g, \"naive_over_factorised_extra\": %.2f}\n", diff,
-              naive / std::max(1e-9, factorised - plain));
+  print("old-logprob pass (forward + head)", pass, pairs);
+  print("head alone", head, pairs);
+  std::printf("{\"measure\": \"naive per-token features on the head\", \"extra_s\": %.4f, \"overhead\": %.4f, "
+              "\"naive_over_factorised_extra\": %.1f}\n",
+              naive, naive / head.plain, naive / std::max(1e-9, head.features - head.plain));
+  std::printf("{\"max_abs_diff_factorised_vs_naive\": %.3g}\n", diff);
   return diff < 1e-4 ? 0 : 1;
 }

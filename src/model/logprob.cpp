@@ -7,13 +7,81 @@
 namespace introspect::model {
 namespace {
 
-// Outputs log p(target) and the entropy of softmax(logits / T) per row. The entropy costs one more pass over
-// each chunk's probabilities, which are already in cache.
 // Rows per chunk: `chunk` at most, and few enough that one [rows x vocab] fp32 block stays near 64 MB, so a
 // 152k-token vocabulary works in cache-sized pieces instead of gigabyte temporaries.
 int64_t rows_per_chunk(int64_t chunk, int64_t vocab) {
   constexpr int64_t kElements = int64_t{1} << 24;
   return std::max<int64_t>(1, std::min(chunk, kElements / std::max<int64_t>(vocab, 1)));
+}
+
+// Columns per tile of the entropy pass: one tile of a sequence's probability sum (16 KB) stays in L1 while the
+// rows of that sequence stream past it.
+constexpr int64_t kColumnTile = 4096;
+
+// For rows [0, rows) of p and logp ([rows x vocab], row-major), over columns [c0, c1): partial[r] = Σ p·logp,
+// and, when `sums` is given, sums[segment[r]] += p[r]. Sixteen running sums let the compiler vectorise the
+// reduction without -ffast-math; target_clones picks AVX2 at load time where the CPU has it.
+template <bool kSums>
+__attribute__((target_clones("avx2", "default"))) void entropy_tile(const float* __restrict__ p,
+                                                                    const float* __restrict__ logp, int64_t rows,
+                                                                    int64_t vocab, int64_t c0, int64_t c1,
+                                                                    const int64_t* segment, float* __restrict__ sums,
+                                                                    float* partial) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* __restrict__ pr = p + r * vocab;
+    const float* __restrict__ lr = logp + r * vocab;
+    float* __restrict__ sr = kSums ? sums + segment[r] * vocab : nullptr;
+    float acc[16] = {};
+    int64_t v = c0;
+    for (; v + 16 <= c1; v += 16) {
+      for (int k = 0; k < 16; ++k) {
+        acc[k] += pr[v + k] * lr[v + k];
+        if constexpr (kSums) sr[v + k] += pr[v + k];
+      }
+    }
+    float total = 0.f;
+    for (; v < c1; ++v) {
+      total += pr[v] * lr[v];
+      if constexpr (kSums) sr[v] += pr[v];
+    }
+    for (float a : acc) total += a;
+    partial[r] = total;
+  }
+}
+
+// One chunk's row statistics from its logits [rows x vocab] fp32 (overwritten with log-probs): the log-sum-exp,
+// log p(target) and the entropy. With `sums` ([segments x vocab] fp32), each row's probabilities are also added
+// to its sequence's row, in the same read of the probabilities that gives the entropy (G²RL's p̄). Tiles of
+// columns are fixed, so the result does not depend on the thread count.
+struct ChunkStats {
+  at::Tensor lse, logp, entropy;  // [rows]
+};
+ChunkStats chunk_stats(at::Tensor logits, const at::Tensor& targets, const int64_t* segment = nullptr,
+                       float* sums = nullptr) {
+  TORCH_CHECK(logits.is_cpu() && logits.scalar_type() == torch::kFloat && logits.is_contiguous(),
+              "chunked log-probs: contiguous fp32 CPU logits expected (CUDA runs gpu::fused_token_logprobs_entropy)");
+  const int64_t rows = logits.size(0), vocab = logits.size(1);
+  ChunkStats out;
+  out.lse = torch::logsumexp(logits, -1);
+  const auto logp_all = logits.sub_(out.lse.unsqueeze(1));
+  out.logp = logp_all.gather(1, targets.unsqueeze(1)).squeeze(1);
+  const auto probs = logp_all.exp();
+  const int64_t tiles = (vocab + kColumnTile - 1) / kColumnTile;
+  auto partial = torch::empty({tiles, rows}, logits.options());
+  const float *p = probs.data_ptr<float>(), *lp = logp_all.data_ptr<float>();
+  float* part = partial.data_ptr<float>();
+  at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t c0 = t * kColumnTile, c1 = std::min(vocab, c0 + kColumnTile);
+      if (sums) {
+        entropy_tile<true>(p, lp, rows, vocab, c0, c1, segment, sums, part + t * rows);
+      } else {
+        entropy_tile<false>(p, lp, rows, vocab, c0, c1, nullptr, nullptr, part + t * rows);
+      }
+    }
+  });
+  out.entropy = partial.sum(0).neg_();
+  return out;
 }
 
 // Outputs log p(target) and the entropy of softmax(logits / T) per row. The entropy reuses the chunk's
@@ -33,13 +101,10 @@ struct ChunkedLogProb : public torch::autograd::Function<ChunkedLogProb> {
       const int64_t len = std::min(chunk, n - s);
       auto logits = torch::matmul(hidden.narrow(0, s, len).to(torch::kFloat), w.t());
       if (temperature != 1.0) logits.div_(temperature);
-      const auto l = torch::logsumexp(logits, -1);
-      lse.narrow(0, s, len).copy_(l);
-      auto logp_all = logits.sub_(l.unsqueeze(1));
-      out.narrow(0, s, len).copy_(logp_all.gather(1, targets.narrow(0, s, len).unsqueeze(1)).squeeze(1));
-      // H = -sum p log p as a batched dot product: no second [rows x vocab] temporary.
-      const auto p = logp_all.exp();
-      entropy.narrow(0, s, len).copy_(-torch::bmm(p.unsqueeze(1), logp_all.unsqueeze(2)).view({len}));
+      const auto stats = chunk_stats(logits, targets.narrow(0, s, len));
+      lse.narrow(0, s, len).copy_(stats.lse);
+      out.narrow(0, s, len).copy_(stats.logp);
+      entropy.narrow(0, s, len).copy_(stats.entropy);
     }
     ctx->save_for_backward({hidden, weight, targets, lse, entropy});
     ctx->saved_data["temperature"] = temperature;
@@ -115,6 +180,9 @@ TokenFeatures chunked_logprobs_and_features(const at::Tensor& hidden, const at::
                                             int64_t num_segments, double temperature, int64_t chunk) {
   check_logprob_args(hidden, weight, targets, temperature, chunk);
   TORCH_CHECK(segments.dim() == 1 && segments.size(0) == hidden.size(0), "features: segments [N] expected");
+  TORCH_CHECK(segments.numel() == 0 || (segments.min().item<int64_t>() >= 0 &&
+                                        segments.max().item<int64_t>() < num_segments),
+              "features: segment ids must lie in [0, ", num_segments, ")");
   c10::NoGradGuard no_grad;
   const int64_t n = hidden.size(0), vocab = weight.size(0);
   const auto w = weight.to(torch::kFloat);
@@ -131,25 +199,16 @@ TokenFeatures chunked_logprobs_and_features(const at::Tensor& hidden, const at::
     const int64_t len = std::min(chunk, n - s);
     auto logits = torch::matmul(hidden.narrow(0, s, len).to(torch::kFloat), w.t());
     if (temperature != 1.0) logits.div_(temperature);
-    const auto lse = torch::logsumexp(logits, -1);
-    auto logp_all = logits.sub_(lse.unsqueeze(1));
-    out.logp.narrow(0, s, len).copy_(logp_all.gather(1, targets.narrow(0, s, len).unsqueeze(1)).squeeze(1));
-    const auto probs = logp_all.exp();
-    out.entropy.narrow(0, s, len).copy_(-torch::bmm(probs.unsqueeze(1), logp_all.unsqueeze(2)).view({len}));
-    // Rows of one sequence are usually contiguous: sum each run with a parallel reduction rather than a
-    // row-by-row index_add.
-    for (int64_t a = 0; a < len;) {
-      int64_t b = a + 1;
-      while (b < len && seg_ids[s + b] == seg_ids[s + a]) ++b;
-      prob_sum[seg_ids[s + a]].add_(probs.narrow(0, a, b - a).sum(0));
-      a = b;
-    }
+    const auto stats = chunk_stats(logits, targets.narrow(0, s, len), seg_ids + s, prob_sum.data_ptr<float>());
+    out.logp.narrow(0, s, len).copy_(stats.logp);
+    out.entropy.narrow(0, s, len).copy_(stats.entropy);
   }
-  auto residual = prob_sum.neg_();  // becomes histogram - sum of p, then divided by the token count
-  residual.index_put_({segments, targets}, torch::ones({n}, f32), /*accumulate=*/true);
+  // Φ = E_outᵀ(c − p̄): the histogram side gathers the realised tokens' rows; only p̄ needs the [S, V] x [V, H] GEMM.
   const auto counts = torch::zeros({num_segments}, f32).index_add_(0, segments, torch::ones({n}, f32));
-  residual.div_(counts.clamp_min(1).unsqueeze(1));
-  out.features = torch::matmul(residual, w);  // Φ = E_outᵀ (c − p̄), [S, H]
+  out.features = torch::zeros({num_segments, weight.size(1)}, f32)
+                     .index_add_(0, segments, w.index_select(0, targets))
+                     .sub_(torch::matmul(prob_sum, w))
+                     .div_(counts.clamp_min(1).unsqueeze(1));
   return out;
 }
 

@@ -229,6 +229,12 @@ TEST(Masa, GatingNeedsAgreementOnZeroOrOneAndEnoughValidPredictions) {
   EXPECT_FALSE(gate(preds({8, {}, {}, {}}), 0.1, 0.5).gated);  // unparseable predictions never gate
   EXPECT_TRUE(gate(preds({8, 8, {}, {}}), 0.1, 0.5).gated);
   EXPECT_FALSE(gate(preds({{}, {}}), 0.1, 0.0).gated);
+  // masa.gate_rule=literal: the mean itself must be 0 or 1, so one 7/8 among the 8/8s keeps the prompt.
+  EXPECT_FALSE(gate(preds({8, 8, 8, 7}), 0.1, 0.5, GateRule::kLiteral).gated);
+  EXPECT_FALSE(gate(preds({0, 0, 0, 1}), 0.1, 0.5, GateRule::kLiteral).gated);
+  EXPECT_TRUE(gate(preds({0, 0, 0, 0}), 0.1, 0.5, GateRule::kLiteral).gated);
+  const auto literal_eight = gate(preds({8, 8, {}, 8}), 0.1, 0.5, GateRule::kLiteral);
+  EXPECT_TRUE(literal_eight.gated && literal_eight.predicted_solved);
 }
 
 TEST(Masa, CutoffScalesTheMeanPredictedLengthWithinBounds) {

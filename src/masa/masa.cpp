@@ -231,7 +231,7 @@ MetaScore score_meta(const MetaPrediction& prediction, std::string_view excluded
   return s;
 }
 
-GateDecision gate(const std::vector<MetaPrediction>& predictions, double sigma, double min_valid_frac) {
+GateDecision gate(const std::vector<MetaPrediction>& predictions, double sigma, double min_valid_frac, GateRule rule) {
   GateDecision d;
   double sum = 0, sq = 0;
   for (const auto& p : predictions)
@@ -241,7 +241,7 @@ GateDecision gate(const std::vector<MetaPrediction>& predictions, double sigma, 
   d.std = std::sqrt(std::max(0.0, sq / static_cast<double>(d.valid) - d.mean * d.mean));
   // Unparseable predictions are never confident ones: too few valid predictions never gate.
   const bool enough = static_cast<double>(d.valid) >= min_valid_frac * static_cast<double>(predictions.size());
-  const double bucket = std::round(8.0 * d.mean);
+  const double bucket = rule == GateRule::kRounded ? std::round(8.0 * d.mean) : 8.0 * d.mean;
   d.gated = enough && d.std < sigma && (bucket <= 0.0 || bucket >= 8.0);
   d.predicted_solved = d.gated && bucket >= 8.0;
   return d;

@@ -404,6 +404,7 @@ struct MasaConfig {
   bool efficient = false;
   int64_t efficient_start_step = 80;
   double gate_sigma = 0.1;
+  std::string gate_rule = "rounded";
   double gate_min_valid_frac = 0.5;
   double gate_audit_frac = 0.0;
   double cutoff_scale = 2.0;
@@ -442,6 +443,10 @@ struct MasaConfig {
             "Gate a prompt when the std of its predicted pass rates (on the 0-1 scale) is below this and their mean "
             "rounds to 0 or 8 of 8",
             Range::at_least(0));
+    v.choice("gate_rule", gate_rule,
+             "Which mean counts as 0 or 1 for gating: rounded (round(8 mean) is 0 or 8, the spec's reading) or literal "
+             "(every valid prediction is exactly 0/8 or exactly 8/8, the paper's words taken literally)",
+             {"rounded", "literal"});
     v.field("gate_min_valid_frac", gate_min_valid_frac,
             "Never gate unless at least this fraction of the prompt's meta rollouts parsed a pass rate",
             Range::unit());

@@ -72,7 +72,12 @@ struct GateDecision {
   int64_t valid = 0;              // predictions with a pass rate
   double mean = 0, std = 0;       // of the valid p_hat (population std)
 };
-GateDecision gate(const std::vector<MetaPrediction>& predictions, double sigma, double min_valid_frac);
+// The spec's rule is "std < σ and mean is 0 or 1", which read literally makes the std test redundant. `rounded`
+// (its recommended reading, the default) gates when the mean rounds to 0 or 8 of 8; `literal` only when every valid
+// prediction is exactly 0 or exactly 8.
+enum class GateRule { kRounded, kLiteral };
+GateDecision gate(const std::vector<MetaPrediction>& predictions, double sigma, double min_valid_frac,
+                  GateRule rule = GateRule::kRounded);
 
 // Early cutoff: ceil(scale x mean of the valid predicted lengths), clamped to [min_tokens, max_tokens];
 // max_tokens when no prediction has a length or scale is 0.

@@ -6,17 +6,20 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <regex>
 #include <thread>
 
 #include "introspect/config/config.h"
 #include "introspect/io/safetensors.h"
 #include "introspect/model/decoder.h"
+#include "introspect/reward/math_verifier.h"
 #include "introspect/train/checkpoint.h"
 #include "introspect/train/demo.h"
 #include "introspect/train/trainer.h"
@@ -290,6 +293,53 @@ TEST(Demo, GrpoRaisesHeldOutAccuracy) {
       << r.output;
   const double before = std::stod(m[1]), after = std::stod(m[2]);
   EXPECT_GT(after, before + 0.05) << r.output;
+}
+
+// G²RL's toy: the graded answer is the set of the prompt's digits, so every order of them is correct under the real
+// verifier, demonstrations come in two orders (the number's own and reversed), and held-out numbers are new.
+TEST(Demo, DigitSetTaskAcceptsEveryOrderOfTheDigits) {
+  ScratchDir dir;
+  config::DemoConfig demo;
+  demo.heldout = 30;
+  demo.train_problems = 300;
+  demo.label_noise = 0.0;
+  train::write_digit_set_task(dir.path(), demo, 7);
+  const auto heldout = read_jsonl(dir.path() / "heldout.jsonl");
+  const auto train_rows = read_jsonl(dir.path() / "train.jsonl");
+  const auto sft = read_jsonl(dir.path() / "sft.jsonl");
+  ASSERT_EQ(heldout.size(), 30u);
+  ASSERT_EQ(train_rows.size(), 300u);
+  ASSERT_EQ(sft.size(), 300u);
+  std::set<std::string> seen;
+  for (const auto& row : train_rows) seen.insert(row["problem"].get<std::string>());
+  for (const auto& row : heldout) EXPECT_FALSE(seen.count(row["problem"].get<std::string>())) << row.dump();
+  auto as_set = [](const std::string& digits) {
+    std::string s = "\\{";
+    for (size_t i = 0; i < digits.size(); ++i) s += (i ? "," : "") + std::string(1, digits[i]);
+    return s + "\\}";
+  };
+  int own_order = 0, reversed = 0;
+  for (const auto& row : sft) {
+    const std::string number = row["problem"].get<std::string>().substr(std::string("digits ").size());
+    ASSERT_EQ(number.size(), 4u);
+    EXPECT_EQ(std::set<char>(number.begin(), number.end()).size(), 4u) << number;
+    const std::string gold = row["answer"];
+    const std::string solution = row["solution"];
+    own_order += solution == "\\boxed{" + as_set(number) + "}";
+    reversed += solution == "\\boxed{" + as_set(std::string(number.rbegin(), number.rend())) + "}";
+    EXPECT_TRUE(introspect::reward::answers_equal(gold, *introspect::reward::extract_answer(solution))) << solution;
+    std::string shuffled = number;
+    std::rotate(shuffled.begin(), shuffled.begin() + 1, shuffled.end());
+    EXPECT_TRUE(introspect::reward::answers_equal(gold, as_set(shuffled))) << gold << " vs " << shuffled;
+    EXPECT_FALSE(introspect::reward::answers_equal(gold, as_set(number.substr(1)))) << gold;
+  }
+  EXPECT_EQ(own_order + reversed, 300);
+  EXPECT_GT(own_order, 100);
+  EXPECT_GT(reversed, 100);
+  demo.digits = 10;
+  EXPECT_THROW(train::write_digit_set_task(dir.path(), demo, 7), std::invalid_argument);
+  demo.digits = 2;  // 72 numbers of two distinct digits, fewer than 330
+  EXPECT_THROW(train::write_digit_set_task(dir.path(), demo, 7), std::invalid_argument);
 }
 
 // model.dtype=bf16 computes under autocast while the weights and AdamW state stay fp32 (the master copy).

@@ -109,6 +109,63 @@ void write_demo_task(const fs::path& dir, const config::DemoConfig& d, uint64_t 
   }
 }
 
+// G²RL's toy, a task with many correct answers: "digits 4713" is answered with the set of its digits, \boxed{\{1,3,4,7\}},
+// in any of the 24 orders (the verifier compares sets). Numbers have distinct digits 1-9 and the held-out ones never
+// appear in training. Half of the demonstrations list the digits in the number's own order and half reversed (a
+// random order is beyond the tiny model), so the warm-started policy has two correct modes, and nothing in the
+// reward prefers either: the diversity that GRPO leaves to drift and G²RL rewards. With probability label_noise a
+// demonstration is wrong: one digit replaced by a digit the number lacks, or one digit dropped.
+void write_digit_set_task(const fs::path& dir, const config::DemoConfig& d, uint64_t seed) {
+  if (d.digits > 9) throw std::invalid_argument("demo.digits: the digit-set task needs at most 9 (distinct digits 1-9)");
+  double available = 1;
+  for (int64_t i = 0; i < d.digits; ++i) available *= static_cast<double>(9 - i);
+  if (available < static_cast<double>(d.heldout + d.train_problems)) {
+    throw std::invalid_argument("demo.train_problems + demo.heldout: only " + std::to_string(int64_t(available)) +
+                                " numbers of " + std::to_string(d.digits) + " distinct digits exist");
+  }
+  fs::create_directories(dir);
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  auto as_set = [](const std::string& digits) {
+    std::string s = "\\{";
+    for (size_t i = 0; i < digits.size(); ++i) s += (i ? "," : "") + std::string(1, digits[i]);
+    return s + "\\}";
+  };
+  std::set<std::string> seen;
+  std::vector<std::string> numbers;
+  const size_t wanted = static_cast<size_t>(d.heldout + d.train_problems);
+  while (numbers.size() < wanted) {
+    std::string pool = "123456789";
+    std::shuffle(pool.begin(), pool.end(), rng);
+    const std::string n = pool.substr(0, static_cast<size_t>(d.digits));
+    if (seen.insert(n).second) numbers.push_back(n);
+  }
+  std::ofstream eval(dir / "heldout.jsonl"), train(dir / "train.jsonl"), sft(dir / "sft.jsonl");
+  for (size_t i = 0; i < numbers.size(); ++i) {
+    std::string sorted = numbers[i];
+    std::sort(sorted.begin(), sorted.end());
+    const json row{{"problem", "digits " + numbers[i]}, {"answer", as_set(sorted)}};
+    const bool heldout = i < static_cast<size_t>(d.heldout);
+    (heldout ? eval : train) << row.dump() << "\n";
+    if (heldout) continue;
+    std::string shown = numbers[i];
+    if (u(rng) < 0.5) std::reverse(shown.begin(), shown.end());
+    if (u(rng) < d.label_noise) {
+      const size_t at = rng() % shown.size();
+      if (u(rng) < 0.5) {
+        std::string missing;
+        for (char c = '1'; c <= '9'; ++c)
+          if (shown.find(c) == std::string::npos) missing += c;
+        shown[at] = missing[rng() % missing.size()];
+      } else {
+        shown.erase(at, 1);
+      }
+    }
+    sft << json{{"problem", row["problem"]}, {"answer", row["answer"]}, {"solution", "\\boxed{" + as_set(shown) + "}"}}.dump()
+        << "\n";
+  }
+}
+
 void write_demo_model(const fs::path& dir, uint64_t seed, const std::vector<std::string>& added_tokens) {
   fs::create_directories(dir);
   model::CausalLM::random(demo_arch(static_cast<int64_t>(added_tokens.size())), seed).save(dir);
@@ -205,13 +262,18 @@ DemoResult run_demo(const std::vector<std::string>& overrides, const fs::path& o
   const bool masa = d.task == "masa";
   if (masa) {
     write_masa_task(out / "data", d, seed);
+  } else if (d.task == "digit-set") {
+    write_digit_set_task(out / "data", d, seed);
   } else {
     write_demo_task(out / "data", d, seed);
   }
   const fs::path init = out / "init";
   if (!fs::exists(init / "DONE")) {
     fs::remove_all(init);
-    write_demo_model(init, seed, masa ? masa_toy_tokens() : std::vector<std::string>{});
+    // The toys with longer answers get their fixed pieces as single tokens, which keeps them short.
+    static const std::vector<std::string> digit_set_tokens{"\\boxed{\\{", "\\}}"};
+    write_demo_model(init, seed,
+                     masa ? masa_toy_tokens() : d.task == "digit-set" ? digit_set_tokens : std::vector<std::string>{});
     std::ofstream(init / "DONE") << "\n";
   }
 

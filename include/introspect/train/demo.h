@@ -23,6 +23,8 @@ void write_demo_model(const std::filesystem::path& dir, uint64_t seed, const std
 void write_demo_task(const std::filesystem::path& dir, const config::DemoConfig& demo, uint64_t seed);
 // MASA's toy task (demo.task=masa): see demo.cpp. Its model takes masa_toy_tokens() as added tokens.
 void write_masa_task(const std::filesystem::path& dir, const config::DemoConfig& demo, uint64_t seed);
+// G²RL's toy (demo.task=digit-set): the set of a number's digits, correct in any order.
+void write_digit_set_task(const std::filesystem::path& dir, const config::DemoConfig& demo, uint64_t seed);
 const std::vector<std::string>& masa_toy_tokens();
 
 // Runs both phases under `out` (data/, init/, sft/, grpo/). `overrides` (train.seed=2, demo.grpo_steps=30, ...)

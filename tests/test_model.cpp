@@ -357,3 +357,31 @@ TEST_F(ModelTest, G2rlFeaturesEqualTheMeanHiddenStateGradient) {
   }
   EXPECT_LT(max_abs(ours.logp, lp.detach().squeeze(1)), 1e-5);
 }
+
+// The same pass over a vocabulary of several column tiles, with one sequence's rows interleaved with another's,
+// against the full softmax in fp64: entropy, log-probs and Φ; and segment ids out of range are refused.
+TEST_F(ModelTest, G2rlFeaturesOverManyColumnTilesAndInterleavedSequences) {
+  at::manual_seed(6);
+  const int64_t V = 9001, H = 8;
+  const double temperature = 0.7;
+  const auto hidden = at::randn({7, H});
+  const auto weight = at::randn({V, H});
+  const auto targets = at::randint(0, V, {7}, at::kLong);
+  const auto segments = at::tensor(std::vector<int64_t>{1, 0, 1, 2, 0, 1, 2});
+  const auto ours = chunked_logprobs_and_features(hidden, weight, targets, segments, 3, temperature, 3);
+  const auto w = weight.to(at::kDouble);
+  const auto logp = at::log_softmax(at::matmul(hidden.to(at::kDouble), w.t()) / temperature, -1);
+  const auto p = logp.exp();
+  EXPECT_LT(max_abs(ours.entropy, -(p * logp).sum(-1).to(at::kFloat)), 1e-4);
+  EXPECT_LT(max_abs(ours.logp, logp.gather(1, targets.unsqueeze(1)).squeeze(1).to(at::kFloat)), 1e-4);
+  const auto onehot = at::one_hot(targets, V).to(at::kDouble);
+  for (int64_t s = 0; s < 3; ++s) {
+    const auto rows = (segments == s).nonzero().squeeze(1);
+    const auto expected = at::matmul((onehot.index_select(0, rows) - p.index_select(0, rows)).mean(0), w);
+    const double rel = (ours.features[s].to(at::kDouble) - expected).abs().max().item<double>() /
+                       expected.abs().max().item<double>();
+    EXPECT_LT(rel, 1e-5) << "sequence " << s;
+  }
+  EXPECT_THROW(chunked_logprobs_and_features(hidden, weight, targets, segments, 2, temperature), c10::Error);
+  EXPECT_THROW(chunked_logprobs_and_features(hidden, weight, targets, segments - 1, 3, temperature), c10::Error);
+}

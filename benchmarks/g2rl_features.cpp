@@ -64,18 +64,12 @@ int main(int argc, char** argv) {
   const int pairs = argc > 2 ? std::stoi(argv[2]) : 7;
   const int64_t micro = 16;
   const int64_t sequences = 64, prompt = 128, length = 64, N = sequences * length;
-  m::ModelArch arch;
-  arch.model_type = "qwen3";
-  arch.vocab_size = 151936;
-  arch.hidden_size = 128;
-  arch.intermediate_size = 384;
-  arch.num_layers = 4;
-  arch.num_heads = 4;
-  arch.num_kv_heads = 2;
-  arch.head_dim = 32;
-  arch.max_position_embeddings = 1024;
-  arch.tie_word_embeddings = true;
-  arch.qk_norm = true;
+  // The model of benchmarks/grpo_step.py, in its config.json form.
+  const auto arch = m::parse_hf_config_text(
+      R"({"model_type": "qwen3", "vocab_size": 151936, "hidden_size": 128, "intermediate_size": 384,
+          "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+          "max_position_embeddings": 1024, "tie_word_embeddings": true, "eos_token_id": 151645})",
+      "bench_g2rl_features");
   const auto model = m::CausalLM::random(arch, 0);
   const int64_t V = arch.vocab_size;
   c10::NoGradGuard no_grad;

@@ -22,10 +22,12 @@ for seed in (1, 2, 3):
             if s["correct"]:
                 answers.setdefault(s["problem"], set()).add(s["text"])
         distinct = sum(len(a) for a in answers.values()) / max(1, len(answers))
-        pairs = geo["stats"]
+        def stat(kind, key):  # a kind with no pairs has null statistics
+            value = geo["stats"][kind][key]
+            return float("nan") if value is None else value
         rows.append(dict(seed=seed, variant=variant, before=ev[0][1], after=ev[-1][1],
-                         neg=pairs["all"]["neg_frac"], neg_cc=pairs["correct_correct"]["neg_frac"],
-                         cos=pairs["all"]["mean_cos"], distinct=distinct))
+                         neg=stat("all", "neg_frac"), neg_cc=stat("correct_correct", "neg_frac"),
+                         cos=stat("all", "mean_cos"), distinct=distinct))
         curves.setdefault(variant, []).append(ev)
 lines = ["| seed | run | held-out acc. before | after | cos(Φ) < 0, all pairs | correct-correct pairs | mean cos | "
          "distinct correct answers per problem (of 8) |", "|---|---|---|---|---|---|---|---|"]

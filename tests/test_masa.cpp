@@ -235,6 +235,8 @@ TEST(Masa, GatingNeedsAgreementOnZeroOrOneAndEnoughValidPredictions) {
   EXPECT_TRUE(gate(preds({0, 0, 0, 0}), 0.1, 0.5, GateRule::kLiteral).gated);
   const auto literal_eight = gate(preds({8, 8, {}, 8}), 0.1, 0.5, GateRule::kLiteral);
   EXPECT_TRUE(literal_eight.gated && literal_eight.predicted_solved);
+  EXPECT_FALSE(gate(preds({9, 9, 9, 9}), 0.1, 0.5, GateRule::kLiteral).gated);  // unclamped 9/8 is not 8/8
+  EXPECT_TRUE(gate(preds({9, 9, 9, 9}), 0.1, 0.5).gated);                        // rounded: 9/8 counts as 8
 }
 
 TEST(Masa, CutoffScalesTheMeanPredictedLengthWithinBounds) {

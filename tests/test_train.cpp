@@ -327,7 +327,9 @@ TEST(Demo, DigitSetTaskAcceptsEveryOrderOfTheDigits) {
     const std::string solution = row["solution"];
     own_order += solution == "\\boxed{" + as_set(number) + "}";
     reversed += solution == "\\boxed{" + as_set(std::string(number.rbegin(), number.rend())) + "}";
-    EXPECT_TRUE(introspect::reward::answers_equal(gold, *introspect::reward::extract_answer(solution))) << solution;
+    const auto extracted = introspect::reward::extract_answer(solution);
+    ASSERT_TRUE(extracted.has_value()) << solution;
+    EXPECT_TRUE(introspect::reward::answers_equal(gold, *extracted)) << solution;
     std::string shuffled = number;
     std::rotate(shuffled.begin(), shuffled.begin() + 1, shuffled.end());
     EXPECT_TRUE(introspect::reward::answers_equal(gold, as_set(shuffled))) << gold << " vs " << shuffled;
@@ -336,9 +338,21 @@ TEST(Demo, DigitSetTaskAcceptsEveryOrderOfTheDigits) {
   EXPECT_EQ(own_order + reversed, 300);
   EXPECT_GT(own_order, 100);
   EXPECT_GT(reversed, 100);
+  // Nine digits use them all, so a noisy demonstration can only drop one.
+  demo.digits = 9;
+  demo.label_noise = 1.0;
+  demo.heldout = 5;
+  demo.train_problems = 50;
+  train::write_digit_set_task(dir.path(), demo, 7);
+  for (const auto& row : read_jsonl(dir.path() / "sft.jsonl"))
+    EXPECT_FALSE(introspect::reward::answers_equal(
+        row["answer"].get<std::string>(),
+        introspect::reward::extract_answer(row["solution"].get<std::string>()).value_or("")))
+        << row.dump();
   demo.digits = 10;
   EXPECT_THROW(train::write_digit_set_task(dir.path(), demo, 7), std::invalid_argument);
-  demo.digits = 2;  // 72 numbers of two distinct digits, fewer than 330
+  demo.digits = 2;  // 72 numbers of two distinct digits, fewer than 80
+  demo.train_problems = 75;
   EXPECT_THROW(train::write_digit_set_task(dir.path(), demo, 7), std::invalid_argument);
 }
 

@@ -241,9 +241,17 @@ GateDecision gate(const std::vector<MetaPrediction>& predictions, double sigma, 
   d.std = std::sqrt(std::max(0.0, sq / static_cast<double>(d.valid) - d.mean * d.mean));
   // Unparseable predictions are never confident ones: too few valid predictions never gate.
   const bool enough = static_cast<double>(d.valid) >= min_valid_frac * static_cast<double>(predictions.size());
-  const double bucket = rule == GateRule::kRounded ? std::round(8.0 * d.mean) : 8.0 * d.mean;
-  d.gated = enough && d.std < sigma && (bucket <= 0.0 || bucket >= 8.0);
-  d.predicted_solved = d.gated && bucket >= 8.0;
+  bool on_zero, on_one;
+  if (rule == GateRule::kRounded) {
+    const double bucket = std::round(8.0 * d.mean);
+    on_zero = bucket <= 0.0, on_one = bucket >= 8.0;
+  } else {  // every valid prediction exactly 0 or exactly 1 (an unclamped 9/8 is neither)
+    on_zero = on_one = true;
+    for (const auto& p : predictions)
+      if (p.pass_rate) on_zero &= *p.pass_rate == 0.0, on_one &= *p.pass_rate == 1.0;
+  }
+  d.gated = enough && d.std < sigma && (on_zero || on_one);
+  d.predicted_solved = d.gated && on_one;
   return d;
 }
 

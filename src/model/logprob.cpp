@@ -20,13 +20,21 @@ constexpr int64_t kColumnTile = 4096;
 
 // For rows [0, rows) of p and logp ([rows x vocab], row-major), over columns [c0, c1): partial[r] = Σ p·logp,
 // and, when `sums` is given, sums[segment[r]] += p[r]. Sixteen running sums let the compiler vectorise the
-// reduction without -ffast-math; target_clones picks AVX2 at load time where the CPU has it.
+// reduction without -ffast-math.
+// An AVX2 clone where the compiler and loader can pick one at load time (ifunc: x86-64 Linux); plain code elsewhere.
+#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define INTROSPECT_AVX2_CLONE __attribute__((target_clones("avx2", "default")))
+#endif
+#endif
+#ifndef INTROSPECT_AVX2_CLONE
+#define INTROSPECT_AVX2_CLONE
+#endif
+
 template <bool kSums>
-__attribute__((target_clones("avx2", "default"))) void entropy_tile(const float* __restrict__ p,
-                                                                    const float* __restrict__ logp, int64_t rows,
-                                                                    int64_t vocab, int64_t c0, int64_t c1,
-                                                                    const int64_t* segment, float* __restrict__ sums,
-                                                                    float* partial) {
+INTROSPECT_AVX2_CLONE void entropy_tile(const float* __restrict__ p, const float* __restrict__ logp, int64_t rows,
+                                        int64_t vocab, int64_t c0, int64_t c1, const int64_t* segment,
+                                        float* __restrict__ sums, float* partial) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* __restrict__ pr = p + r * vocab;
     const float* __restrict__ lr = logp + r * vocab;

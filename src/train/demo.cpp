@@ -110,8 +110,8 @@ void write_demo_task(const fs::path& dir, const config::DemoConfig& d, uint64_t 
 }
 
 // G²RL's toy, a task with many correct answers: "digits 4713" is answered with the set of its digits, \boxed{\{1,3,4,7\}},
-// in any of the 24 orders (the verifier compares sets). Numbers have distinct digits 1-9 and the held-out ones never
-// appear in training. Half of the demonstrations list the digits in the number's own order and half reversed (a
+// in any of the 24 orders (the verifier compares sets). Numbers have distinct digits 1-9 and the held-out numbers
+// never appear in training (their digit sets may). Half of the demonstrations list the digits in the number's own order and half reversed (a
 // random order is beyond the tiny model), so the warm-started policy has two correct modes, and nothing in the
 // reward prefers either: the diversity that GRPO leaves to drift and G²RL rewards. With probability label_noise a
 // demonstration is wrong: one digit replaced by a digit the number lacks, or one digit dropped.
@@ -152,10 +152,10 @@ void write_digit_set_task(const fs::path& dir, const config::DemoConfig& d, uint
     if (u(rng) < 0.5) std::reverse(shown.begin(), shown.end());
     if (u(rng) < d.label_noise) {
       const size_t at = rng() % shown.size();
-      if (u(rng) < 0.5) {
-        std::string missing;
-        for (char c = '1'; c <= '9'; ++c)
-          if (shown.find(c) == std::string::npos) missing += c;
+      std::string missing;
+      for (char c = '1'; c <= '9'; ++c)
+        if (shown.find(c) == std::string::npos) missing += c;
+      if (u(rng) < 0.5 && !missing.empty()) {  // nine digits leave no digit to swap in: drop one instead
         shown[at] = missing[rng() % missing.size()];
       } else {
         shown.erase(at, 1);
@@ -289,7 +289,8 @@ DemoResult run_demo(const std::vector<std::string>& overrides, const fs::path& o
     c.data.chat_template = "custom";
     c.data.custom_chat_template = "{user}";
     c.data.max_prompt_tokens = 32;
-    c.rollout.max_new_tokens = masa ? 40 : 16;
+    // A digit-set answer is its two added tokens, the digits and commas, and the end of sequence: 2·digits + 2.
+    c.rollout.max_new_tokens = masa ? 40 : d.task == "digit-set" ? std::max<int64_t>(16, 2 * d.digits + 4) : 16;
     c.reward.modules = {"math"};
     c.reward.math.extract = "boxed";
     return c;

@@ -1,11 +1,10 @@
 // G2RL's feature cost (issue G): the old-log-prob pass with and without the factorised features
 // Φ = E_outᵀ(c − p̄), on the CPU benchmark model of benchmarks/grpo_step.py (Qwen3 architecture, 4 layers x 128,
 // the 151,936-token tied head), 64 responses of 64 tokens after 128-token prompts.
-//   bench_g2rl_features [threads] [pairs]
-// Two measurements, each as `pairs` back-to-back (plain, features) pairs so that slow drifts of a shared machine
-// hit both sides alike; the overhead is the median of the per-pair ratios:
-//   - "pass": the whole old-log-prob pass, the model forward plus the chunked head, in micro-batches of 16
-//     sequences (what the trainer times);
+//   bench_g2rl_features [threads] [rounds]
+// Two measurements, each over `rounds` x 4 micro-batches of 16 sequences (the trainer's calls), every micro-batch
+// timed plain and with features back to back; the overhead is the median of the per-pair ratios (and quartiles):
+//   - "pass": the whole old-log-prob pass, the model forward plus the chunked head;
 //   - "head": the chunked head alone, on the same hidden states.
 // The naive per-token form mean_t(E_out[y_t] − E_outᵀ p_t) is timed on the head, and checked against Φ.
 // Prints one JSON line per figure.
@@ -37,31 +36,50 @@ double median(std::vector<double> v) {
 }
 
 struct PairedTiming {
-  double plain, features, overhead;  // medians; overhead = median of features/plain - 1 over the pairs
+  // Medians over the pairs: seconds per micro-batch; overhead = median of features/plain - 1, with its quartiles.
+  double plain, features, overhead, overhead_q1, overhead_q3;
+  int pairs;
 };
 
-PairedTiming paired(int pairs, const std::function<void()>& plain, const std::function<void()>& features) {
-  plain();  // warm-up
-  features();
-  std::vector<double> a, b, ratio;
-  for (int i = 0; i < pairs; ++i) {
-    a.push_back(seconds(plain));
-    b.push_back(seconds(features));
-    ratio.push_back(b.back() / a.back());
-  }
-  return {median(a), median(b), median(ratio) - 1.0};
+double quantile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
 }
 
-void print(const char* name, const PairedTiming& t, int pairs) {
-  std::printf("{\"measure\": \"%s\", \"plain_s\": %.4f, \"with_features_s\": %.4f, \"overhead\": %.4f, \"pairs\": %d}\n",
-              name, t.plain, t.features, t.overhead, pairs);
+// Each pair is one micro-batch timed both ways back to back, the side that goes first alternating, so that a drift
+// of a shared machine (minutes long here) hits both sides of a pair alike and favours neither.
+PairedTiming paired(int rounds, int64_t micro_batches, const std::function<void(int64_t)>& plain,
+                    const std::function<void(int64_t)>& features) {
+  plain(0);  // warm-up
+  features(0);
+  std::vector<double> a, b, ratio;
+  for (int r = 0; r < rounds; ++r) {
+    for (int64_t mb = 0; mb < micro_batches; ++mb) {
+      if (ratio.size() % 2 == 0) {
+        a.push_back(seconds([&] { plain(mb); }));
+        b.push_back(seconds([&] { features(mb); }));
+      } else {
+        b.push_back(seconds([&] { features(mb); }));
+        a.push_back(seconds([&] { plain(mb); }));
+      }
+      ratio.push_back(b.back() / a.back());
+    }
+  }
+  return {median(a), median(b), quantile(ratio, 0.5) - 1.0, quantile(ratio, 0.25) - 1.0, quantile(ratio, 0.75) - 1.0,
+          static_cast<int>(ratio.size())};
+}
+
+void print(const char* name, const PairedTiming& t) {
+  std::printf("{\"measure\": \"%s\", \"plain_s_per_micro_batch\": %.4f, \"with_features_s\": %.4f, "
+              "\"overhead\": %.4f, \"overhead_quartiles\": [%.4f, %.4f], \"pairs\": %d}\n",
+              name, t.plain, t.features, t.overhead, t.overhead_q1, t.overhead_q3, t.pairs);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   introspect::core::init_torch(argc > 1 ? std::stoll(argv[1]) : 0);
-  const int pairs = argc > 2 ? std::stoi(argv[2]) : 7;
+  const int rounds = argc > 2 ? std::stoi(argv[2]) : 5;
   const int64_t micro = 16;
   const int64_t sequences = 64, prompt = 128, length = 64, N = sequences * length;
   // The model of benchmarks/grpo_step.py, in its config.json form.
@@ -87,27 +105,28 @@ int main(int argc, char** argv) {
   const auto hidden = response_hidden(0, sequences);
   const auto weight = model.lm_head_weight();
 
-  // The whole pass as the trainer runs it: micro-batches of `micro` sequences (16 in benchmarks/grpo_step.py).
-  auto pass_over_micro_batches = [&](bool features) {
-    for (int64_t first = 0; first < sequences; first += micro) {
-      const auto h = response_hidden(first, micro);
-      const auto t = targets.narrow(0, first * length, micro * length);
-      if (features) {
-        m::chunked_logprobs_and_features(h, weight, t, segments.narrow(0, 0, micro * length), micro);
-      } else {
-        m::chunked_token_logprobs_entropy(h, weight, t);
-      }
+  // Micro-batches of `micro` sequences, as the trainer runs the pass (16 in benchmarks/grpo_step.py).
+  const int64_t micro_batches = sequences / micro, rows = micro * length;
+  const auto micro_segments = segments.narrow(0, 0, rows);
+  auto head = [&](const at::Tensor& h, int64_t mb, bool features) {
+    const auto t = targets.narrow(0, mb * rows, rows);
+    if (features) {
+      m::chunked_logprobs_and_features(h, weight, t, micro_segments, micro);
+    } else {
+      m::chunked_token_logprobs_entropy(h, weight, t);
     }
   };
-  at::Tensor fact_out;
-  const auto pass = paired(pairs, [&] { pass_over_micro_batches(false); }, [&] { pass_over_micro_batches(true); });
-  const auto head = paired(
-      pairs, [&] { m::chunked_token_logprobs_entropy(hidden, weight, targets); },
-      [&] { fact_out = m::chunked_logprobs_and_features(hidden, weight, targets, segments, sequences).features; });
+  const auto pass = paired(
+      rounds, micro_batches, [&](int64_t mb) { head(response_hidden(mb * micro, micro), mb, false); },
+      [&](int64_t mb) { head(response_hidden(mb * micro, micro), mb, true); });
+  const auto head_alone = paired(
+      rounds, micro_batches, [&](int64_t mb) { head(hidden.narrow(0, mb * rows, rows), mb, false); },
+      [&](int64_t mb) { head(hidden.narrow(0, mb * rows, rows), mb, true); });
+  const auto fact_out = m::chunked_logprobs_and_features(hidden, weight, targets, segments, sequences).features;
   // The naive form: per token φ_t = E_out[y_t] − p_t E_out (a second [rows x V] x [V x H] GEMM per chunk).
   at::Tensor naive_out;
   std::vector<double> naive_times;
-  for (int i = 0; i < std::max(1, pairs / 2); ++i) {
+  for (int i = 0; i < std::max(1, rounds / 2); ++i) {
     naive_times.push_back(seconds([&] {
       auto features = torch::zeros({sequences, arch.hidden_size});
       const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 24) / V);
@@ -121,15 +140,15 @@ int main(int argc, char** argv) {
       naive_out = features / static_cast<double>(length);
     }));
   }
-  const double naive = median(naive_times);
+  const double naive = median(naive_times) / static_cast<double>(micro_batches);  // per micro-batch
   const double diff = (fact_out - naive_out).abs().max().item<double>();
-  print("old-logprob pass (forward + head)", pass, pairs);
-  print("head alone", head, pairs);
+  print("old-logprob pass (forward + head)", pass);
+  print("head alone", head_alone);
   // The factorised extra can measure at or below zero on a noisy machine; the ratio then means nothing.
-  const double factorised_extra = head.features - head.plain;
-  std::printf("{\"measure\": \"naive per-token features on the head\", \"extra_s\": %.4f, \"overhead\": %.4f, "
-              "\"naive_over_factorised_extra\": %s}\n",
-              naive, naive / head.plain,
+  const double factorised_extra = head_alone.features - head_alone.plain;
+  std::printf("{\"measure\": \"naive per-token features on the head\", \"extra_s_per_micro_batch\": %.4f, "
+              "\"overhead\": %.4f, \"naive_over_factorised_extra\": %s}\n",
+              naive, naive / head_alone.plain,
               factorised_extra > 0 ? std::to_string(naive / factorised_extra).c_str() : "null");
   std::printf("{\"max_abs_diff_factorised_vs_naive\": %.3g}\n", diff);
   return diff < 1e-4 ? 0 : 1;

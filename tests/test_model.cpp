@@ -360,28 +360,35 @@ TEST_F(ModelTest, G2rlFeaturesEqualTheMeanHiddenStateGradient) {
 
 // The same pass over a vocabulary of several column tiles, with one sequence's rows interleaved with another's,
 // against the full softmax in fp64: entropy, log-probs and Φ; and segment ids out of range are refused.
+// Against a float64 full softmax: column tiles with a partial last tile, vocabulary blocks of the p̄ GEMM (two full
+// and a tail), rows of one sequence in runs of 1 to 4 and split by chunk ends, and interleaved sequences.
 TEST_F(ModelTest, G2rlFeaturesOverManyColumnTilesAndInterleavedSequences) {
   at::manual_seed(6);
-  const int64_t V = 9001, H = 8;
   const double temperature = 0.7;
-  const auto hidden = at::randn({7, H});
-  const auto weight = at::randn({V, H});
-  const auto targets = at::randint(0, V, {7}, at::kLong);
-  const auto segments = at::tensor(std::vector<int64_t>{1, 0, 1, 2, 0, 1, 2});
-  const auto ours = chunked_logprobs_and_features(hidden, weight, targets, segments, 3, temperature, 3);
-  const auto w = weight.to(at::kDouble);
-  const auto logp = at::log_softmax(at::matmul(hidden.to(at::kDouble), w.t()) / temperature, -1);
-  const auto p = logp.exp();
-  EXPECT_LT(max_abs(ours.entropy, -(p * logp).sum(-1).to(at::kFloat)), 1e-4);
-  EXPECT_LT(max_abs(ours.logp, logp.gather(1, targets.unsqueeze(1)).squeeze(1).to(at::kFloat)), 1e-4);
-  const auto onehot = at::one_hot(targets, V).to(at::kDouble);
-  for (int64_t s = 0; s < 3; ++s) {
-    const auto rows = (segments == s).nonzero().squeeze(1);
-    const auto expected = at::matmul((onehot.index_select(0, rows) - p.index_select(0, rows)).mean(0), w);
-    const double rel = (ours.features[s].to(at::kDouble) - expected).abs().max().item<double>() /
-                       expected.abs().max().item<double>();
-    EXPECT_LT(rel, 1e-5) << "sequence " << s;
-  }
+  auto check = [&](int64_t V, const std::vector<int64_t>& segment_ids, int64_t num_segments, int64_t chunk) {
+    const int64_t H = 8, n = static_cast<int64_t>(segment_ids.size());
+    const auto hidden = at::randn({n, H});
+    const auto weight = at::randn({V, H});
+    const auto targets = at::randint(0, V, {n}, at::kLong);
+    const auto segments = at::tensor(segment_ids);
+    const auto ours = chunked_logprobs_and_features(hidden, weight, targets, segments, num_segments, temperature, chunk);
+    const auto w = weight.to(at::kDouble);
+    const auto logp = at::log_softmax(at::matmul(hidden.to(at::kDouble), w.t()) / temperature, -1);
+    const auto p = logp.exp();
+    EXPECT_LT(max_abs(ours.entropy, -(p * logp).sum(-1).to(at::kFloat)), 1e-4) << "V " << V << " chunk " << chunk;
+    EXPECT_LT(max_abs(ours.logp, logp.gather(1, targets.unsqueeze(1)).squeeze(1).to(at::kFloat)), 1e-4);
+    const auto onehot = at::one_hot(targets, V).to(at::kDouble);
+    for (int64_t s = 0; s < num_segments; ++s) {
+      const auto rows = (segments == s).nonzero().squeeze(1);
+      const auto expected = at::matmul((onehot.index_select(0, rows) - p.index_select(0, rows)).mean(0), w);
+      const double rel = (ours.features[s].to(at::kDouble) - expected).abs().max().item<double>() /
+                         expected.abs().max().item<double>();
+      EXPECT_LT(rel, 1e-5) << "V " << V << " chunk " << chunk << " sequence " << s;
+    }
+    return std::make_tuple(hidden, weight, targets, segments);
+  };
+  for (int64_t chunk : {17, 5}) check(2 * 8192 + 7, {0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 0, 1, 1, 3, 3, 3, 3}, 4, chunk);
+  const auto [hidden, weight, targets, segments] = check(9001, {1, 0, 1, 2, 0, 1, 2}, 3, 3);
   EXPECT_THROW(chunked_logprobs_and_features(hidden, weight, targets, segments, 2, temperature), c10::Error);
   EXPECT_THROW(chunked_logprobs_and_features(hidden, weight, targets, segments - 1, 3, temperature), c10::Error);
 }

@@ -2,10 +2,11 @@
 // Φ = E_outᵀ(c − p̄), on the CPU benchmark model of benchmarks/grpo_step.py (Qwen3 architecture, 4 layers x 128,
 // the 151,936-token tied head), 64 responses of 64 tokens after 128-token prompts.
 //   bench_g2rl_features [threads] [rounds]
-// Two measurements, each over `rounds` x 4 micro-batches of 16 sequences (the trainer's calls), every micro-batch
+// Three measurements, each over `rounds` x 4 micro-batches of 16 sequences (the trainer's calls), every micro-batch
 // timed plain and with features back to back; the overhead is the median of the per-pair ratios (and quartiles):
 //   - "pass": the whole old-log-prob pass, the model forward plus the chunked head;
-//   - "head": the chunked head alone, on the same hidden states.
+//   - "head": the chunked head alone, on the same hidden states;
+//   - the head with features against a head that computes log-probs only (no entropy, so no probabilities).
 // The naive per-token form mean_t(E_out[y_t] − E_outᵀ p_t) is timed on the head, and checked against Φ.
 // Prints one JSON line per figure.
 #include <torch/torch.h>
@@ -122,6 +123,21 @@ int main(int argc, char** argv) {
   const auto head_alone = paired(
       rounds, micro_batches, [&](int64_t mb) { head(hidden.narrow(0, mb * rows, rows), mb, false); },
       [&](int64_t mb) { head(hidden.narrow(0, mb * rows, rows), mb, true); });
+  // A pass that keeps only the log-probs (as when nothing reads the entropy) needs no probabilities: the GEMM,
+  // logsumexp and a gather per chunk. Φ needs the probabilities, so against this pass it costs their computation too.
+  const auto head_logp_only = paired(
+      rounds, micro_batches,
+      [&](int64_t mb) {
+        const auto h = hidden.narrow(0, mb * rows, rows);
+        const auto t = targets.narrow(0, mb * rows, rows);
+        const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 24) / V);
+        for (int64_t s = 0; s < rows; s += chunk) {
+          const int64_t len = std::min(chunk, rows - s);
+          const auto logits = torch::matmul(h.narrow(0, s, len), weight.t());
+          logits.gather(1, t.narrow(0, s, len).unsqueeze(1)).squeeze(1).sub_(torch::logsumexp(logits, -1));
+        }
+      },
+      [&](int64_t mb) { head(hidden.narrow(0, mb * rows, rows), mb, true); });
   const auto fact_out = m::chunked_logprobs_and_features(hidden, weight, targets, segments, sequences).features;
   // The naive form: per token φ_t = E_out[y_t] − p_t E_out (a second [rows x V] x [V x H] GEMM per chunk).
   at::Tensor naive_out;
@@ -144,6 +160,7 @@ int main(int argc, char** argv) {
   const double diff = (fact_out - naive_out).abs().max().item<double>();
   print("old-logprob pass (forward + head)", pass);
   print("head alone", head_alone);
+  print("head alone, against a log-prob-only head", head_logp_only);
   // The factorised extra can measure at or below zero on a noisy machine; the ratio then means nothing.
   const double factorised_extra = head_alone.features - head_alone.plain;
   std::printf("{\"measure\": \"naive per-token features on the head\", \"extra_s_per_micro_batch\": %.4f, "

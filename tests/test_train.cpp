@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <fstream>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -62,6 +63,17 @@ config::Config small_run(const fs::path& dir, const std::string& mode) {
   c.train.lr = 1e-3;
   c.reward.math.extract = "boxed";
   return c;
+}
+
+// Metric lines without the keys that measure time, which no two runs share.
+std::vector<json> without_timings(std::vector<json> lines) {
+  for (auto& l : lines)
+    for (auto it = l.begin(); it != l.end();)
+      it = (it.key().rfind("time/", 0) == 0 || it.key().rfind("throughput/", 0) == 0 ||
+            (it.key().size() >= 8 && it.key().compare(it.key().size() - 8, 8, "/seconds") == 0))
+               ? l.erase(it)
+               : std::next(it);
+  return lines;
 }
 
 }  // namespace
@@ -262,17 +274,8 @@ TEST(Train, ResumeAfterSigkillIsBitIdentical) {
   r = run_command(bin + " train --out " + killed.string() + common + " --resume auto");
   ASSERT_EQ(r.exit_code, 0) << r.output;
 
-  auto strip = [](std::vector<json> lines) {
-    for (auto& l : lines)
-      for (auto it = l.begin(); it != l.end();)
-        it = (it.key().rfind("time/", 0) == 0 || it.key().rfind("throughput/", 0) == 0 ||
-              (it.key().size() >= 8 && it.key().compare(it.key().size() - 8, 8, "/seconds") == 0))
-                 ? l.erase(it)
-                 : std::next(it);
-    return lines;
-  };
-  const auto a = strip(read_jsonl(full / "grpo" / "metrics.jsonl"));
-  const auto b = strip(read_jsonl(killed / "grpo" / "metrics.jsonl"));
+  const auto a = without_timings(read_jsonl(full / "grpo" / "metrics.jsonl"));
+  const auto b = without_timings(read_jsonl(killed / "grpo" / "metrics.jsonl"));
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << "metrics line " << i;
   double grad_norm_sum = 0;
@@ -280,6 +283,29 @@ TEST(Train, ResumeAfterSigkillIsBitIdentical) {
   EXPECT_GT(grad_norm_sum, 0.0) << "GRPO never updated the weights: the comparison would be vacuous";
   EXPECT_EQ(read_file(full / "grpo" / "export" / "model.safetensors"),
             read_file(killed / "grpo" / "export" / "model.safetensors"));
+}
+
+// A run killed before its first checkpoint leaves metric lines and nothing to resume from: --resume auto starts
+// over, and the lines of the lost attempt must go rather than precede the new run's (as CI once caught the
+// SIGKILL test above doing, when the kill beat the first save).
+TEST(Train, ResumeWithoutACheckpointStartsTheMetricsOver) {
+  ScratchDir full_dir, killed_dir;
+  auto full = small_run(full_dir.path(), "grpo");
+  full.train.deterministic = true;
+  train::run(full);
+  const auto expected = without_timings(read_jsonl(fs::path(full.run.out_dir) / "metrics.jsonl"));
+  ASSERT_EQ(expected.size(), 3u);
+
+  auto again = small_run(killed_dir.path(), "grpo");
+  again.train.deterministic = true;
+  const auto metrics = fs::path(again.run.out_dir) / "metrics.jsonl";
+  fs::create_directories(metrics.parent_path());
+  std::ofstream(metrics) << R"({"step":1,"reward/mean":0.25})" << "\n"
+                         << R"({"step":2,"reward/mean":0.5})" << "\n"
+                         << R"({"step":3,"rew)";  // torn by the kill
+  ASSERT_FALSE(fs::exists(fs::path(again.run.out_dir) / "checkpoints"));
+  train::run(again, {true});
+  EXPECT_EQ(without_timings(read_jsonl(metrics)), expected);
 }
 
 // The embedded demo as shipped (about 35 s here): GRPO must raise held-out accuracy over the SFT warm start.

@@ -224,6 +224,7 @@ class Trainer {
   void setup();
   void load_data();
   void resume();
+  void drop_metrics_from(int64_t first_lost_step) const;
   void save_checkpoint();
   void export_final();
   std::map<std::string, double> grpo_step();
@@ -464,6 +465,25 @@ void Trainer::save_checkpoint() {
   }
 }
 
+// The steps from first_lost_step on were lost with the killed process and run again now: their metric lines go,
+// so that the file reads as one run.
+void Trainer::drop_metrics_from(int64_t first_lost_step) const {
+  const auto path = out_ / "metrics.jsonl";
+  if (!lead_ || !fs::exists(path)) return;
+  std::ifstream in(path);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    try {
+      if (nlohmann::json::parse(line).value("step", int64_t{0}) < first_lost_step) kept += line + "\n";
+    } catch (const nlohmann::json::exception&) {
+      // a torn last line from the kill
+    }
+  }
+  in.close();
+  std::ofstream out(path, std::ios::trunc);
+  out << kept;
+}
+
 // Collective: rank 0 picks the checkpoint, every rank loads the weights and its re-cut optimizer shard.
 void Trainer::resume() {
   if (!options_.resume_auto) return;
@@ -475,6 +495,7 @@ void Trainer::resume() {
   picked = dist::broadcast_string(*comm_, picked);
   if (picked.empty()) {
     log::info("--resume auto: no complete checkpoint in ", (out_ / "checkpoints").string(), "; starting fresh");
+    drop_metrics_from(0);  // a run killed before its first checkpoint starts over, step-0 evaluation included
     return;
   }
   const fs::path dir = picked;
@@ -509,22 +530,7 @@ void Trainer::resume() {
     expert_buffer_.push_back({ex.at("prompt").get<std::vector<int32_t>>(), ex.at("target").get<std::vector<int32_t>>(),
                               ex.value("order", static_cast<int64_t>(i))});
   }
-  // Steps after the checkpoint were lost with the process; their metric lines go, so the file reads as one run.
-  const auto path = out_ / "metrics.jsonl";
-  if (lead_ && fs::exists(path)) {
-    std::ifstream in(path);
-    std::string line, kept;
-    while (std::getline(in, line)) {
-      try {
-        if (nlohmann::json::parse(line).value("step", int64_t{0}) <= step_) kept += line + "\n";
-      } catch (const nlohmann::json::exception&) {
-        // a torn last line from the kill
-      }
-    }
-    in.close();
-    std::ofstream outf(path, std::ios::trunc);
-    outf << kept;
-  }
+  drop_metrics_from(step_ + 1);
   log::info("resumed from ", dir.string(), " at step ", step_, " (saved by ", state.value("world_size", 1),
             " rank(s) with zero_stage ", state.value("zero_stage", 0), "; now ", comm_->world_size(), " with ",
             cfg_.dist.zero_stage, ")");

@@ -3,7 +3,8 @@
 // the 151,936-token tied head), 64 responses of 64 tokens after 128-token prompts.
 //   bench_g2rl_features [threads] [rounds]
 // Three measurements, each over `rounds` x 4 micro-batches of 16 sequences (the trainer's calls), every micro-batch
-// timed plain and with features back to back; the overhead is the median of the per-pair ratios (and quartiles):
+// timed plain and with features back to back; the overhead is the median of the per-pair ratios (with quartiles and
+// a 95% confidence interval for the median):
 //   - "pass": the whole old-log-prob pass, the model forward plus the chunked head;
 //   - "head": the chunked head alone, on the same hidden states;
 //   - the head with features against a head that computes log-probs only (no entropy, so no probabilities).
@@ -13,9 +14,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "introspect/core/runtime.h"
@@ -37,14 +40,25 @@ double median(std::vector<double> v) {
 }
 
 struct PairedTiming {
-  // Medians over the pairs: seconds per micro-batch; overhead = median of features/plain - 1, with its quartiles.
-  double plain, features, overhead, overhead_q1, overhead_q3;
+  // Medians over the pairs: seconds per micro-batch; overhead = median of features/plain - 1, with its quartiles
+  // and a 95% confidence interval.
+  double plain, features, overhead, overhead_q1, overhead_q3, overhead_ci_low, overhead_ci_high;
   int pairs;
 };
 
 double quantile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
   return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
+}
+
+// A distribution-free 95% interval for the median of n pairs: the order statistics n/2 -+ 0.98 sqrt(n) (the
+// binomial(n, 1/2) count of pairs below the median, in its normal approximation). It assumes the pairs are
+// independent, which the back-to-back pairing makes closer to true on a drifting machine.
+std::pair<double, double> median_interval(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const double n = static_cast<double>(v.size()), half_width = 0.98 * std::sqrt(n);
+  const auto rank = [&](double r) { return static_cast<size_t>(std::clamp(r, 1.0, n)) - 1; };
+  return {v[rank(std::floor(n / 2 - half_width))], v[rank(std::ceil(n / 2 + 1 + half_width))]};
 }
 
 // Each pair is one micro-batch timed both ways back to back, the side that goes first alternating, so that a drift
@@ -66,14 +80,17 @@ PairedTiming paired(int rounds, int64_t micro_batches, const std::function<void(
       ratio.push_back(b.back() / a.back());
     }
   }
-  return {median(a), median(b), quantile(ratio, 0.5) - 1.0, quantile(ratio, 0.25) - 1.0, quantile(ratio, 0.75) - 1.0,
-          static_cast<int>(ratio.size())};
+  const auto [low, high] = median_interval(ratio);
+  return {median(a),       median(b),  quantile(ratio, 0.5) - 1.0,      quantile(ratio, 0.25) - 1.0,
+          quantile(ratio, 0.75) - 1.0, low - 1.0, high - 1.0, static_cast<int>(ratio.size())};
 }
 
 void print(const char* name, const PairedTiming& t) {
   std::printf("{\"measure\": \"%s\", \"plain_s_per_micro_batch\": %.4f, \"with_features_s\": %.4f, "
-              "\"overhead\": %.4f, \"overhead_quartiles\": [%.4f, %.4f], \"pairs\": %d}\n",
-              name, t.plain, t.features, t.overhead, t.overhead_q1, t.overhead_q3, t.pairs);
+              "\"overhead\": %.4f, \"overhead_quartiles\": [%.4f, %.4f], \"overhead_median_95ci\": [%.4f, %.4f], "
+              "\"pairs\": %d}\n",
+              name, t.plain, t.features, t.overhead, t.overhead_q1, t.overhead_q3, t.overhead_ci_low, t.overhead_ci_high,
+              t.pairs);
 }
 
 }  // namespace

@@ -2,7 +2,9 @@
 
 Wall time is the sum of the steps' time/step (evaluation excluded) minus time/masa_audit, the rollouts that
 only measure the gate. Time to GRPO's accuracy: the wall time at the first evaluation where a run's held-out
-accuracy reaches GRPO's final one (same seed).
+accuracy reaches GRPO's final one (same seed). Gate precision is measured twice: during training, on the audited
+gated prompts (masa/gate_*), and after it on the unseen held-out problems (gate/gate.json of each MASA run, from
+introspect analyze masa-gate), beside that set's base rate, the precision of gating every problem.
 Usage: masa_report.py RUN_DIR
 """
 import json
@@ -43,10 +45,11 @@ def fmt(x, digits=3):
 seeds = sorted(int(d[4:]) for d in os.listdir(out) if d.startswith("seed") and os.path.isdir(os.path.join(out, d)))
 table = ["| seed | run | acc. before | acc. after | wall s | s to GRPO's final acc. | speed-up | "
          "abs(p - p_hat) first 5 / last 5 steps | gated | gate precision | gate recall | "
-         "cutoff-truncated | meta token share | solution tokens/step |",
-         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+         "unseen: gate precision / base rate / recall | cutoff-truncated | meta token share | solution tokens/step |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 curves = {v: [] for v in VARIANTS}
-summary = {v: {"speedup": [], "after": [], "precision": [], "err_first": [], "err_last": [], "share": []} for v in VARIANTS}
+summary = {v: {"speedup": [], "after": [], "precision": [], "unseen": [], "base": [], "err_first": [], "err_last": [],
+              "share": []} for v in VARIANTS}
 for seed in seeds:
     runs = {v: load(seed, v) for v in VARIANTS if os.path.exists(os.path.join(out, f"seed{seed}", v, "metrics.jsonl"))}
     grpo_rows, grpo_clock = runs["grpo"]
@@ -72,28 +75,33 @@ for seed in seeds:
         efficient_rows = [r for r in rows if r.get("masa/efficient")]
         cut = mean([r.get("masa/cutoff_truncated_frac") for r in efficient_rows])
         share = mean([r.get("masa/meta_token_share") for r in rows])
+        gate_file = os.path.join(out, f"seed{seed}", v, "gate", "gate.json")
+        unseen = json.load(open(gate_file)) if os.path.exists(gate_file) else {}
         sol_tokens = mean([r.get("rollout/solution_tokens") for r in rows])
         table.append(f"| {seed} | {v} | {evals[0][1]:.3f} | {evals[-1][1]:.3f} | {clock[-1]:.1f} | {fmt(reach, 1)} | "
                      f"{fmt(speedup, 2)} | {fmt(err_first)} / {fmt(err_last)} | "
                      f"{fmt(gated / prompts if prompts else None)} | {fmt(precision)} ({int(audited)} audited) | "
-                     f"{fmt(recall)} | {fmt(cut)} | {fmt(share)} | {fmt(sol_tokens, 0)} |")
+                     f"{fmt(recall)} | {fmt(unseen.get('precision'))} / {fmt(unseen.get('base_rate'))} / "
+                     f"{fmt(unseen.get('recall'))} | {fmt(cut)} | {fmt(share)} | {fmt(sol_tokens, 0)} |")
         s = summary[v]
         s["speedup"].append(speedup)
         s["after"].append(evals[-1][1])
         s["precision"].append(precision)
+        s["unseen"].append(unseen.get("precision"))
+        s["base"].append(unseen.get("base_rate"))
         s["err_first"].append(err_first)
         s["err_last"].append(err_last)
         s["share"].append(share)
 table.append("")
 table.append("| run | mean acc. after | mean speed-up to GRPO's final acc. | mean abs(p - p_hat) first / last | "
-             "mean gate precision | mean meta token share |")
-table.append("|---|---|---|---|---|---|")
+             "mean gate precision | mean unseen gate precision / base rate | mean meta token share |")
+table.append("|---|---|---|---|---|---|---|")
 for v in VARIANTS:
     s = summary[v]
     table.append(f"| {v} | {fmt(mean(s['after']))} | {fmt(mean(s['speedup']), 2)} "
                  f"({sum(x is not None for x in s['speedup'])}/{len(s['speedup'])} reached) | "
                  f"{fmt(mean(s['err_first']))} / {fmt(mean(s['err_last']))} | {fmt(mean(s['precision']))} | "
-                 f"{fmt(mean(s['share']))} |")
+                 f"{fmt(mean(s['unseen']))} / {fmt(mean(s['base']))} | {fmt(mean(s['share']))} |")
 open(os.path.join(out, "table.md"), "w").write("\n".join(table) + "\n")
 print("\n".join(table))
 

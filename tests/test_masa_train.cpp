@@ -4,9 +4,11 @@
 // SFT, and the config combinations that are refused.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "introspect/config/config.h"
 #include "introspect/train/demo.h"
@@ -159,6 +161,74 @@ TEST_F(MasaTrain, GatingSkipsConfidentPromptsAndTheAuditFindsThemZeroVariance) {
   EXPECT_LT(gated, prompts);
   EXPECT_EQ(audited, gated);       // gate_audit_frac = 1
   EXPECT_EQ(audited_zero, gated);  // every gated prompt really is zero-variance
+}
+
+// introspect analyze masa-gate on the warm start's unseen problems: every verdict and count is rebuilt here from
+// the spec's rule (std_pop < σ and the mean rounds to 0 or 8 of 8, at least half the predictions valid) and the
+// meta texts' JSON. The warm start predicts 0/8 for guesses (never solved) and 4/8 for the rest, so the gate must
+// take exactly the guesses, all truly zero-variance.
+TEST_F(MasaTrain, GateAnalysisOnUnseenProblemsMatchesTheSpecRuleAndTheTruth) {
+  const auto c = masa_run("gate_cli");
+  const fs::path dir = c.run.out_dir, config_file = dir / "config.yaml";
+  fs::create_directories(dir);
+  config::save_yaml(c, config_file);
+  const auto heldout = warm_ / "data" / "heldout.jsonl";
+  const auto r = introspect::testing::run_command(std::string(INTROSPECT_BINARY) + " analyze masa-gate --config " +
+                                                  config_file.string() + " --data " + heldout.string() + " --out " +
+                                                  (dir / "out").string() + " log.progress=off");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto rows = read_jsonl(heldout);
+  const auto problems = read_jsonl(dir / "out" / "problems.jsonl");
+  ASSERT_EQ(problems.size(), rows.size());
+  int64_t gated = 0, zero = 0, both = 0, guesses = 0;
+  for (const auto& p : problems) {
+    const auto& texts = p.at("meta_texts");
+    const auto& listed = p.at("predicted_pass_rates");
+    ASSERT_EQ(texts.size(), 4u);
+    ASSERT_EQ(listed.size(), 4u);
+    std::vector<double> valid;
+    for (size_t i = 0; i < texts.size(); ++i) {
+      const std::string text = texts[i];
+      const auto json_start = text.find('{', text.rfind("</meta>") == std::string::npos ? 0 : text.rfind("</meta>"));
+      std::optional<double> rate;
+      if (json_start != std::string::npos) {
+        const auto facts = json::parse(text.substr(json_start), nullptr, /*allow_exceptions=*/false);
+        if (facts.is_object() && facts.contains("pass_rate") && facts["pass_rate"].is_number())
+          rate = std::clamp(facts["pass_rate"].get<double>(), 0.0, 8.0) / 8.0;
+      }
+      ASSERT_EQ(listed[i].is_null(), !rate.has_value()) << text;
+      if (rate) {
+        EXPECT_DOUBLE_EQ(listed[i].get<double>(), *rate) << text;
+        valid.push_back(*rate);
+      }
+    }
+    double mean = 0, var = 0;
+    for (double v : valid) mean += v / static_cast<double>(valid.size());
+    for (double v : valid) var += (v - mean) * (v - mean) / static_cast<double>(valid.size());
+    const bool rule = 2 * valid.size() >= texts.size() && std::sqrt(var) < 0.1 &&
+                      (std::lround(8 * mean) == 0 || std::lround(8 * mean) == 8);
+    EXPECT_EQ(p.at("gated").get<bool>(), rule) << p.dump();
+    const int64_t correct = p.at("correct");
+    EXPECT_EQ(p.at("n").get<int64_t>(), 4);
+    EXPECT_EQ(p.at("zero_variance").get<bool>(), correct == 0 || correct == 4) << p.dump();
+    const std::string problem = rows[p.at("index").get<size_t>()].at("problem");
+    const bool guess = problem.rfind("guess", 0) == 0;
+    guesses += guess;
+    EXPECT_EQ(rule, guess) << problem << ": " << p.dump();
+    gated += rule, zero += correct == 0 || correct == 4, both += rule && (correct == 0 || correct == 4);
+  }
+  ASSERT_GT(guesses, 0);
+  ASSERT_LT(guesses, static_cast<int64_t>(problems.size()));
+  const auto summary = json::parse(std::ifstream(dir / "out" / "gate.json"));
+  EXPECT_EQ(summary.at("problems").get<int64_t>(), static_cast<int64_t>(problems.size()));
+  EXPECT_EQ(summary.at("gated").get<int64_t>(), gated);
+  EXPECT_EQ(summary.at("zero_variance").get<int64_t>(), zero);
+  EXPECT_EQ(summary.at("true_positives").get<int64_t>(), both);
+  EXPECT_EQ(both, gated);  // guesses are never solved
+  EXPECT_DOUBLE_EQ(summary.at("precision").get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(summary.at("recall").get<double>(), static_cast<double>(both) / static_cast<double>(zero));
+  EXPECT_DOUBLE_EQ(summary.at("base_rate").get<double>(),
+                   static_cast<double>(zero) / static_cast<double>(problems.size()));
 }
 
 TEST_F(MasaTrain, EarlyCutoffCapsEachPromptsSolutions) {

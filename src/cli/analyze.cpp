@@ -1,10 +1,18 @@
-// introspect analyze g2rl-geometry: the G²RL paper's gradient-geometry analysis (arXiv 2512.15687 §3.5, Fig. 3;
+// introspect analyze: analyses of a model's behaviour, each sampling from a problem set.
+//
+// g2rl-geometry: the G²RL paper's gradient-geometry analysis (arXiv 2512.15687 §3.5, Fig. 3;
 // ../shared/research/g2rl.md §7). k responses per problem are sampled, graded by the math verifier, and each gets
 // its sequence feature Φ = E_outᵀ (c − p̄) from one forward pass at the sampling temperature (spec §2.3, the same
 // pass the trainer uses). Within each problem every unordered pair of responses gives cos(Φ_i, Φ_j); the command
 // reports their mean, the fraction below zero and a histogram, over all pairs and split by how many of the two
 // responses are correct. Under --out: geometry.json (the summary), pairs.jsonl (every pair), samples.jsonl (every
 // response) and config.yaml. scripts/plot_g2rl_geometry.py draws the histogram; the engine never runs Python.
+//
+// masa-gate: MASA-efficient's predictive gate measured on unseen problems, as the MASA paper's v2 Fig. 5a does
+// (../shared/research/masa.md §3.2). Per problem, masa.meta_n meta rollouts give predicted pass rates and the gate
+// decides (masa.gate_*); rollout.n solution rollouts, verified, give the truth: zero variance when all verdicts
+// agree. Reports precision, recall and F1 of gating against zero variance, beside the base rate (the precision of
+// gating every problem). Under --out: gate.json (the summary), problems.jsonl (every problem) and config.yaml.
 #include <c10/core/ScalarType.h>
 #include <torch/torch.h>
 
@@ -15,6 +23,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -30,6 +39,7 @@
 #include "introspect/io/dataset.h"
 #include "introspect/io/log.h"
 #include "introspect/io/progress.h"
+#include "introspect/masa/masa.h"
 #include "introspect/model/decoder.h"
 #include "introspect/reward/math_verifier.h"
 #include "introspect/rollout/generator.h"
@@ -52,6 +62,87 @@ std::string fixed(double v, int digits = 3) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", digits, v);
   return buf;
+}
+
+// The analysis config: --config (or the defaults) with the overrides, then --model and --data; both must exist.
+config::Config analysis_config(const std::string& path, const std::vector<std::string>& overrides,
+                               const std::string& model, const std::string& data) {
+  auto cfg = path.empty() ? config::from_overrides(overrides) : config::load(path, overrides);
+  if (!model.empty()) cfg.model.path = model;
+  if (!data.empty()) cfg.data.eval_path = data;
+  if (cfg.model.path.empty()) throw std::invalid_argument("no model: give --model DIR (or model.path)");
+  if (!fs::is_directory(cfg.model.path))
+    throw std::invalid_argument(cfg.model.path + ": no such model folder (an HF checkpoint folder)");
+  if (cfg.data.eval_path.empty()) throw std::invalid_argument("no dataset: give --data FILE (or data.eval_path)");
+  if (!fs::is_regular_file(cfg.data.eval_path)) throw std::invalid_argument(cfg.data.eval_path + ": no such dataset file");
+  return cfg;
+}
+
+// The problems to analyse: those whose prompts (the longest, prompt_tokens[i]) fit data.max_prompt_tokens, in file
+// order or a seeded (rollout.seed) random subset, at most `limit` of them (0: all); returned in file order.
+std::vector<int64_t> pick_problems(const std::vector<int64_t>& prompt_tokens, const config::Config& cfg, int64_t limit,
+                                   bool shuffle) {
+  std::vector<int64_t> eligible;
+  int64_t too_long = 0;
+  for (size_t i = 0; i < prompt_tokens.size(); ++i) {
+    if (prompt_tokens[i] > cfg.data.max_prompt_tokens)
+      ++too_long;
+    else
+      eligible.push_back(static_cast<int64_t>(i));
+  }
+  if (too_long)
+    log::warn(too_long, " problems passed over: prompt longer than data.max_prompt_tokens=", cfg.data.max_prompt_tokens);
+  if (shuffle) {
+    std::mt19937_64 rng(static_cast<uint64_t>(cfg.rollout.seed));
+    std::shuffle(eligible.begin(), eligible.end(), rng);
+  }
+  if (limit > 0 && static_cast<int64_t>(eligible.size()) > limit) eligible.resize(static_cast<size_t>(limit));
+  std::sort(eligible.begin(), eligible.end());
+  if (eligible.empty())
+    throw std::invalid_argument(cfg.data.eval_path + ": no problems to analyse" +
+                                (too_long ? " (every prompt is longer than data.max_prompt_tokens)" : ""));
+  return eligible;
+}
+
+// A response graded by the math verifier: its extracted answer (normalised) and whether it equals the gold one.
+struct Verdict {
+  std::string answer;
+  bool correct = false;
+};
+Verdict grade(const std::string& text, const std::string& gold, const config::Config& cfg) {
+  const auto answer = reward::extract_answer(text, {cfg.reward.math.extract, cfg.reward.math.ignore_think});
+  if (!answer) return {};
+  return {reward::normalize_answer(*answer), reward::answers_equal(gold, *answer, cfg.reward.math.timeout_s)};
+}
+
+// fn(i) for i in [0, count) on a few threads: grading is CPU-bound string and algebra work, as in eval.
+void for_each_on_threads(size_t count, const std::function<void(size_t)>& fn) {
+  const size_t workers = std::max<size_t>(1, std::min<size_t>(4, std::thread::hardware_concurrency()));
+  std::vector<std::future<void>> jobs;
+  for (size_t w = 0; w < workers; ++w)
+    jobs.push_back(std::async(std::launch::async, [&, w] {
+      for (size_t i = w; i < count; i += workers) fn(i);
+    }));
+  for (auto& j : jobs) j.get();
+}
+
+// Sampling with a progress bar; every prompt's samples, checked to be all there.
+std::vector<rollout::Sample> sample_all(const rollout::Generator& generator, const std::vector<rollout::Prompt>& prompts,
+                                        const rollout::SamplingParams& params, const config::Config& cfg,
+                                        const char* label) {
+  const int64_t expected = static_cast<int64_t>(prompts.size()) * params.n;
+  io::Progress bar(label, expected, io::Progress::resolve_mode(cfg.log.progress, 2), cfg.log.progress_interval_s,
+                   std::cerr);
+  int64_t last = 0;
+  auto samples = generator.generate(prompts, params, [&](int64_t done) {
+    bar.advance(done - last);
+    last = done;
+  });
+  bar.finish();
+  if (static_cast<int64_t>(samples.size()) != expected)
+    throw std::runtime_error("generator returned " + std::to_string(samples.size()) + " samples, expected " +
+                             std::to_string(expected));
+  return samples;
 }
 
 // One sampled response, ready for the feature pass.
@@ -107,19 +198,11 @@ ordered_json pair_stats_json(const g2rl::PairStats& s, int64_t negative) {
 
 int analyze_g2rl_geometry(const AnalyzeGeometryOptions& o) {
   try {
-    auto cfg = o.config.empty() ? config::from_overrides(o.overrides) : config::load(o.config, o.overrides);
-    if (!o.model.empty()) cfg.model.path = o.model;
-    if (!o.data.empty()) cfg.data.eval_path = o.data;
+    auto cfg = analysis_config(o.config, o.overrides, o.model, o.data);
     if (o.k < 2) throw std::invalid_argument("--k " + std::to_string(o.k) + ": pairs need at least 2 responses per problem");
     if (o.problems < 0) throw std::invalid_argument("--problems must be >= 0 (0 means all)");
     if (o.bins < 1) throw std::invalid_argument("--bins must be >= 1");
     cfg.rollout.n = o.k;
-    if (cfg.model.path.empty()) throw std::invalid_argument("no model: give --model DIR (or model.path)");
-    if (!fs::is_directory(cfg.model.path))
-      throw std::invalid_argument(cfg.model.path + ": no such model folder (an HF checkpoint folder)");
-    if (cfg.data.eval_path.empty()) throw std::invalid_argument("no dataset: give --data FILE (or data.eval_path)");
-    if (!fs::is_regular_file(cfg.data.eval_path))
-      throw std::invalid_argument(cfg.data.eval_path + ": no such dataset file");
 
     log::init(cfg.log.level);
     core::init_torch(cfg.run.threads);
@@ -131,29 +214,16 @@ int analyze_g2rl_geometry(const AnalyzeGeometryOptions& o) {
     const auto tok = tokenizer::Tokenizer::load(cfg.model.path);
     const tokenizer::PromptFormatter format(cfg.data, *tok, cfg.model.path, o.chat_template);
 
-    // The problems: those whose prompt fits data.max_prompt_tokens, in file order (or a seeded random subset with
-    // --shuffle, as the paper's "30 randomly selected" problems), at most --problems of them.
+    // The problems (the paper analyses "30 randomly selected" ones: --shuffle).
     std::vector<std::vector<int32_t>> prompt_ids(dataset.problems.size());
-    std::vector<int64_t> eligible;
-    int64_t too_long = 0;
+    std::vector<int64_t> prompt_tokens(dataset.problems.size());
     for (size_t i = 0; i < dataset.problems.size(); ++i) {
       prompt_ids[i] = format.encode(dataset.problems[i].prompt);
-      if (static_cast<int64_t>(prompt_ids[i].size()) > cfg.data.max_prompt_tokens)
-        ++too_long;
-      else
-        eligible.push_back(static_cast<int64_t>(i));
+      prompt_tokens[i] = static_cast<int64_t>(prompt_ids[i].size());
     }
-    if (too_long)
-      log::warn(too_long, " problems passed over: prompt longer than data.max_prompt_tokens=", cfg.data.max_prompt_tokens);
-    if (o.shuffle) {
-      std::mt19937_64 rng(static_cast<uint64_t>(cfg.rollout.seed));
-      std::shuffle(eligible.begin(), eligible.end(), rng);
-    }
-    if (o.problems > 0 && static_cast<int64_t>(eligible.size()) > o.problems) eligible.resize(static_cast<size_t>(o.problems));
-    std::sort(eligible.begin(), eligible.end());
-    if (eligible.empty())
-      throw std::invalid_argument(cfg.data.eval_path + ": no problems to analyse" +
-                                  (too_long ? " (every prompt is longer than data.max_prompt_tokens)" : ""));
+    const auto eligible = pick_problems(prompt_tokens, cfg, o.problems, o.shuffle);
+    const int64_t too_long = std::count_if(prompt_tokens.begin(), prompt_tokens.end(),
+                                           [&](int64_t n) { return n > cfg.data.max_prompt_tokens; });
     const int64_t P = static_cast<int64_t>(eligible.size()), k = o.k;
 
     // Create the output folder before the (long) generation, so an unwritable --out fails at once.
@@ -173,50 +243,25 @@ int analyze_g2rl_geometry(const AnalyzeGeometryOptions& o) {
     for (int64_t i : eligible) prompts.push_back({prompt_ids[static_cast<size_t>(i)], -1});
     const rollout::Generator generator(model, r.max_batch, r.kv_budget_mb << 20, tok.get());
     std::vector<Response> rs;
-    {
-      io::Progress bar("sample", P * k, io::Progress::resolve_mode(cfg.log.progress, 2), cfg.log.progress_interval_s,
-                       std::cerr);
-      int64_t last = 0;
-      auto samples = generator.generate(prompts, params, [&](int64_t done) {
-        bar.advance(done - last);
-        last = done;
-      });
-      bar.finish();
-      for (auto& s : samples) {
-        Response x;
-        x.slot = s.prompt_index;
-        x.sample = s.sample_index;
-        x.prompt = &prompt_ids[static_cast<size_t>(eligible[static_cast<size_t>(s.prompt_index)])];
-        x.tokens = std::move(s.tokens);
-        x.finish = s.finish;
-        rs.push_back(std::move(x));
-      }
+    for (auto& s : sample_all(generator, prompts, params, cfg, "sample")) {
+      Response x;
+      x.slot = s.prompt_index;
+      x.sample = s.sample_index;
+      x.prompt = &prompt_ids[static_cast<size_t>(eligible[static_cast<size_t>(s.prompt_index)])];
+      x.tokens = std::move(s.tokens);
+      x.finish = s.finish;
+      rs.push_back(std::move(x));
     }
-    if (static_cast<int64_t>(rs.size()) != P * k)
-      throw std::runtime_error("generator returned " + std::to_string(rs.size()) + " samples, expected " +
-                               std::to_string(P * k));
     const double t_generate = seconds_since(t0);
 
-    // 2. Grade (CPU-bound string and algebra work, spread over a few threads, as eval does).
+    // 2. Grade.
     t0 = Clock::now();
-    {
-      const reward::ExtractOptions extract{cfg.reward.math.extract, cfg.reward.math.ignore_think};
-      auto grade = [&](size_t first, size_t stride) {
-        for (size_t s = first; s < rs.size(); s += stride) {
-          auto& x = rs[s];
-          x.text = tok->decode(x.tokens, /*skip_special=*/true);
-          const auto answer = reward::extract_answer(x.text, extract);
-          if (!answer) continue;
-          x.answer = reward::normalize_answer(*answer);
-          const auto& gold = dataset.problems[static_cast<size_t>(eligible[static_cast<size_t>(x.slot)])].answer;
-          x.correct = reward::answers_equal(gold, *answer, cfg.reward.math.timeout_s);
-        }
-      };
-      const size_t workers = std::max<size_t>(1, std::min<size_t>(4, std::thread::hardware_concurrency()));
-      std::vector<std::future<void>> jobs;
-      for (size_t w = 0; w < workers; ++w) jobs.push_back(std::async(std::launch::async, grade, w, workers));
-      for (auto& j : jobs) j.get();
-    }
+    for_each_on_threads(rs.size(), [&](size_t i) {
+      auto& x = rs[i];
+      x.text = tok->decode(x.tokens, /*skip_special=*/true);
+      const auto v = grade(x.text, dataset.problems[static_cast<size_t>(eligible[static_cast<size_t>(x.slot)])].answer, cfg);
+      x.answer = v.answer, x.correct = v.correct;
+    });
     const double t_grade = seconds_since(t0);
 
     // 3. Features, a micro-batch at a time.
@@ -379,6 +424,153 @@ int analyze_g2rl_geometry(const AnalyzeGeometryOptions& o) {
     std::cerr << e.what() << "\n";
   } catch (const std::exception& e) {
     std::cerr << "introspect analyze g2rl-geometry: " << e.what() << "\n";
+  }
+  return 1;
+}
+
+int analyze_masa_gate(const AnalyzeMasaGateOptions& o) {
+  try {
+    auto cfg = analysis_config(o.config, o.overrides, o.model, o.data);
+    if (o.problems < 0) throw std::invalid_argument("--problems must be >= 0 (0 means all)");
+    if (cfg.rollout.n < 2) throw std::invalid_argument("rollout.n must be >= 2: zero variance needs a group");
+    const auto& c = cfg.masa;
+    log::init(cfg.log.level);
+    core::init_torch(cfg.run.threads);
+    const auto start = Clock::now();
+    const auto dataset = io::Dataset::load(cfg.data.eval_path, io::dataset_options(cfg.data));
+    if (dataset.skipped) log::warn(cfg.data.eval_path, ": skipped ", dataset.skipped, " malformed rows");
+
+    // The solution prompt and the meta prompt (its own system prompt), as the trainer builds them.
+    const auto tok = tokenizer::Tokenizer::load(cfg.model.path);
+    const tokenizer::PromptFormatter format(cfg.data, *tok, cfg.model.path, o.chat_template);
+    auto meta_data = cfg.data;
+    meta_data.system_prompt = c.meta_system_prompt;
+    const tokenizer::PromptFormatter meta_format(meta_data, *tok, cfg.model.path, o.chat_template);
+    const int64_t limit = cfg.rollout.max_new_tokens;
+    std::vector<std::vector<int32_t>> prompt_ids(dataset.problems.size()), meta_ids(dataset.problems.size());
+    std::vector<int64_t> prompt_tokens(dataset.problems.size());
+    for (size_t i = 0; i < dataset.problems.size(); ++i) {
+      const auto& problem = dataset.problems[i].prompt;
+      prompt_ids[i] = format.encode(problem);
+      meta_ids[i] = meta_format.encode(masa::meta_user_message(c.meta_prompt, problem, c.min_solution_length, limit));
+      prompt_tokens[i] = static_cast<int64_t>(std::max(prompt_ids[i].size(), meta_ids[i].size()));
+    }
+    const auto eligible = pick_problems(prompt_tokens, cfg, o.problems, o.shuffle);
+    const int64_t P = static_cast<int64_t>(eligible.size()), M = c.meta_n, G = cfg.rollout.n;
+    const fs::path out = o.out.empty() ? fs::path("runs/masa-gate") : fs::path(o.out);
+    fs::create_directories(out);  // before the long generation, so an unwritable --out fails at once
+
+    const auto model = model::CausalLM::load(cfg.model.path, cfg.model.dtype == "bf16" ? at::kBFloat16 : at::kFloat);
+    const rollout::Generator generator(model, cfg.rollout.max_batch, cfg.rollout.kv_budget_mb << 20, tok.get());
+    // Meta and solution rollouts draw from different seeds (rollout.seed and rollout.seed + 1).
+    auto params = rollout::sampling_params(cfg.rollout);
+    std::vector<rollout::Prompt> meta_prompts, solution_prompts;
+    for (int64_t i : eligible) {
+      meta_prompts.push_back({meta_ids[static_cast<size_t>(i)], c.meta_max_new_tokens});
+      solution_prompts.push_back({prompt_ids[static_cast<size_t>(i)], limit});
+    }
+
+    // 1. Meta rollouts and the gate.
+    auto t0 = Clock::now();
+    params.n = M;
+    const auto meta_samples = sample_all(generator, meta_prompts, params, cfg, "meta");
+    const double t_meta = seconds_since(t0);
+    const auto parse = masa::parse_options(c, limit);
+    std::vector<std::vector<masa::MetaPrediction>> predictions(static_cast<size_t>(P));
+    std::vector<std::vector<std::string>> meta_texts(static_cast<size_t>(P));
+    for (const auto& s : meta_samples) {
+      meta_texts[static_cast<size_t>(s.prompt_index)].push_back(tok->decode(s.tokens, /*skip_special=*/true));
+      predictions[static_cast<size_t>(s.prompt_index)].push_back(
+          masa::parse_meta(meta_texts[static_cast<size_t>(s.prompt_index)].back(), parse));
+    }
+    const auto rule = c.gate_rule == "literal" ? masa::GateRule::kLiteral : masa::GateRule::kRounded;
+    std::vector<masa::GateDecision> decisions;
+    for (const auto& p : predictions) decisions.push_back(masa::gate(p, c.gate_sigma, c.gate_min_valid_frac, rule));
+
+    // 2. Solution rollouts at the full limit, graded: the truth.
+    t0 = Clock::now();
+    params.n = G;
+    params.seed += 1;
+    const auto solution_samples = sample_all(generator, solution_prompts, params, cfg, "solve");
+    const double t_solve = seconds_since(t0);
+    std::vector<uint8_t> verdicts(solution_samples.size(), 0);
+    for_each_on_threads(solution_samples.size(), [&](size_t i) {
+      const auto& s = solution_samples[i];
+      const auto& gold = dataset.problems[static_cast<size_t>(eligible[static_cast<size_t>(s.prompt_index)])].answer;
+      verdicts[i] = grade(tok->decode(s.tokens, /*skip_special=*/true), gold, cfg).correct;
+    });
+    std::vector<int64_t> n_correct(static_cast<size_t>(P), 0);
+    for (size_t i = 0; i < solution_samples.size(); ++i)
+      n_correct[static_cast<size_t>(solution_samples[i].prompt_index)] += verdicts[i];
+
+    // 3. The gate against the truth.
+    int64_t gated = 0, zero_var = 0, true_pos = 0, gated_solved = 0, true_pos_solved = 0, calibrated = 0;
+    double abs_error = 0;
+    std::string problem_lines;
+    for (int64_t g = 0; g < P; ++g) {
+      const auto& d = decisions[static_cast<size_t>(g)];
+      const int64_t k = n_correct[static_cast<size_t>(g)];
+      const bool zero = k == 0 || k == G;
+      const double pass_rate = static_cast<double>(k) / static_cast<double>(G);
+      gated += d.gated, zero_var += zero, true_pos += d.gated && zero;
+      gated_solved += d.gated && d.predicted_solved, true_pos_solved += d.gated && d.predicted_solved && zero;
+      if (d.valid > 0) abs_error += std::abs(d.mean - pass_rate), ++calibrated;
+      ordered_json predicted = ordered_json::array();
+      for (const auto& p : predictions[static_cast<size_t>(g)])
+        predicted.push_back(p.pass_rate ? ordered_json(*p.pass_rate) : ordered_json(nullptr));
+      problem_lines += dump(ordered_json{{"index", eligible[static_cast<size_t>(g)]},
+                                         {"source", dataset.problems[static_cast<size_t>(eligible[static_cast<size_t>(g)])].source},
+                                         {"predicted_pass_rates", predicted}, {"valid", d.valid},
+                                         {"mean", d.mean}, {"std", d.std}, {"gated", d.gated},
+                                         {"predicted_solved", d.predicted_solved}, {"correct", k}, {"n", G},
+                                         {"zero_variance", zero}, {"meta_texts", meta_texts[static_cast<size_t>(g)]}}) +
+                       "\n";
+    }
+    const auto ratio = [](int64_t a, int64_t b) { return b > 0 ? static_cast<double>(a) / static_cast<double>(b) : NAN; };
+    const double precision = ratio(true_pos, gated), recall = ratio(true_pos, zero_var);
+    const double f1 = std::isfinite(precision) && std::isfinite(recall) && precision + recall > 0
+                          ? 2 * precision * recall / (precision + recall)
+                          : NAN;
+    const ordered_json summary{
+        {"model", cfg.model.path},
+        {"dataset", cfg.data.eval_path},
+        {"problems", P},
+        {"passed_over_long_prompts",
+         std::count_if(prompt_tokens.begin(), prompt_tokens.end(), [&](int64_t n) { return n > cfg.data.max_prompt_tokens; })},
+        {"selection", o.shuffle ? "shuffled" : "first"},
+        {"gate", {{"rule", c.gate_rule}, {"sigma", c.gate_sigma}, {"min_valid_frac", c.gate_min_valid_frac}, {"meta_n", M}}},
+        {"solutions_per_problem", G},
+        {"gated", gated},
+        {"gated_solved", gated_solved},
+        {"gated_unsolvable", gated - gated_solved},
+        {"zero_variance", zero_var},
+        {"true_positives", true_pos},
+        {"true_positives_solved", true_pos_solved},
+        {"precision", number(precision)},
+        {"recall", number(recall)},
+        {"f1", number(f1)},
+        {"base_rate", number(ratio(zero_var, P))},
+        {"gated_frac", number(ratio(gated, P))},
+        {"pass_rate_abs_error", number(calibrated ? abs_error / static_cast<double>(calibrated) : NAN)},
+        {"problems_with_a_prediction", calibrated},
+        {"seconds", {{"meta", t_meta}, {"solve", t_solve}, {"total", seconds_since(start)}}}};
+    write_atomic(out / "problems.jsonl", problem_lines);
+    write_atomic(out / "gate.json", dump(summary, 2) + "\n");
+    config::save_yaml(cfg, out / "config.yaml");
+
+    std::printf("masa-gate: %lld problems, %lld meta and %lld solution rollouts each; gate %s, sigma %g\n",
+                static_cast<long long>(P), static_cast<long long>(M), static_cast<long long>(G), c.gate_rule.c_str(),
+                c.gate_sigma);
+    std::printf("  gated %lld (%lld predicted solved), zero-variance %lld, both %lld\n", static_cast<long long>(gated),
+                static_cast<long long>(gated_solved), static_cast<long long>(zero_var), static_cast<long long>(true_pos));
+    std::printf("  precision %s  recall %s  F1 %s  (base rate %s: the precision of gating every problem)\n",
+                fixed(precision).c_str(), fixed(recall).c_str(), fixed(f1).c_str(), fixed(ratio(zero_var, P)).c_str());
+    std::printf("-> %s\n", (out / "gate.json").string().c_str());
+    return 0;
+  } catch (const config::ConfigError& e) {
+    std::cerr << e.what() << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << "introspect analyze masa-gate: " << e.what() << "\n";
   }
   return 1;
 }

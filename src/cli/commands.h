@@ -38,6 +38,14 @@ struct AnalyzeGeometryOptions {
 };
 int analyze_g2rl_geometry(const AnalyzeGeometryOptions& options);
 
+struct AnalyzeMasaGateOptions {
+  std::string model, data, config, out = "runs/masa-gate", chat_template;
+  int64_t problems = 0;  // at most this many problems; 0 means all
+  bool shuffle = false;  // a seeded (rollout.seed) random subset instead of the first problems
+  std::vector<std::string> overrides;
+};
+int analyze_masa_gate(const AnalyzeMasaGateOptions& options);
+
 struct VerifyOptions {
   std::string cases;       // JSONL of {"gold": ..., "pred": ...}
   double timeout_s = 2.0;  // per line

@@ -180,6 +180,18 @@ int main(int argc, char** argv) {
   geo_cmd->add_option("--out", geo_opts.out, "Output folder (default: runs/g2rl-geometry)");
   geo_cmd->add_option("--template", geo_opts.chat_template, "Chat template: auto, qwen3, llama3, plain, custom");
   geo_cmd->add_option("overrides", geo_opts.overrides, "Dotted overrides such as rollout.temperature=0.8");
+  introspect::cli::AnalyzeMasaGateOptions gate_opts;
+  auto* gate_cmd = analyze_cmd->add_subcommand(
+      "masa-gate", "MASA's predictive gate on unseen problems: precision and recall against zero variance (gate.json)");
+  gate_cmd->add_option("--model", gate_opts.model, "HF checkpoint folder (default: model.path)");
+  gate_cmd->add_option("--data", gate_opts.data, "JSONL or JSON array, fields from data.* (default: data.eval_path)");
+  gate_cmd->add_option("--config", gate_opts.config, "YAML config (masa.*, data.*, rollout.*, reward.math.*)")
+      ->check(CLI::ExistingFile);
+  gate_cmd->add_option("--problems", gate_opts.problems, "At most this many problems, 0 for all (default 0)");
+  gate_cmd->add_flag("--shuffle", gate_opts.shuffle, "Pick a random subset (seed rollout.seed), not the first ones");
+  gate_cmd->add_option("--out", gate_opts.out, "Output folder (default: runs/masa-gate)");
+  gate_cmd->add_option("--template", gate_opts.chat_template, "Chat template: auto, qwen3, llama3, plain, custom");
+  gate_cmd->add_option("overrides", gate_opts.overrides, "Dotted overrides such as masa.gate_sigma=0.05");
 
   CLI11_PARSE(app, argc, argv);
   introspect::log::init("info");
@@ -191,6 +203,7 @@ int main(int argc, char** argv) {
   if (train_cmd->parsed()) return introspect::cli::train(train_opts);
   if (eval_cmd->parsed()) return introspect::cli::eval(eval_opts);
   if (geo_cmd->parsed()) return introspect::cli::analyze_g2rl_geometry(geo_opts);
+  if (gate_cmd->parsed()) return introspect::cli::analyze_masa_gate(gate_opts);
   if (generate_cmd->parsed()) {
     for (const auto& [key, value] : gen_flags)
       if (!value.empty()) gen.overrides.push_back(key + "=" + value);

@@ -164,34 +164,30 @@ int main(int argc, char** argv) {
   verify_cmd->add_flag("--extract", verify_opts.extract,
                        "pred is a whole model response: compare the answer it gives (boxed, \"the answer is\", ...)");
 
-  introspect::cli::AnalyzeGeometryOptions geo_opts;
+  // The options every analysis shares: the model, the problems, the config and where the results go.
+  auto add_analysis_options = [](CLI::App* cmd, auto& o, const std::string& config_keys, const std::string& example) {
+    cmd->add_option("--model", o.model, "HF checkpoint folder (default: model.path)");
+    cmd->add_option("--data", o.data, "JSONL or JSON array, fields from data.* (default: data.eval_path)");
+    cmd->add_option("--config", o.config, "YAML config (" + config_keys + ")")->check(CLI::ExistingFile);
+    cmd->add_option("--problems", o.problems,
+                    "At most this many problems, 0 for all (default " + std::to_string(o.problems) + ")");
+    cmd->add_flag("--shuffle", o.shuffle, "Pick a random subset (seed rollout.seed), not the first ones");
+    cmd->add_option("--out", o.out, "Output folder (default: " + o.out + ")");
+    cmd->add_option("--template", o.chat_template, "Chat template: auto, qwen3, llama3, plain, custom");
+    cmd->add_option("overrides", o.overrides, "Dotted overrides such as " + example);
+  };
   auto* analyze_cmd = app.add_subcommand("analyze", "Analyses of a model's behaviour");
   analyze_cmd->require_subcommand(1);
+  introspect::cli::AnalyzeGeometryOptions geo_opts;
   auto* geo_cmd = analyze_cmd->add_subcommand(
       "g2rl-geometry", "G2RL gradient geometry: pairwise cos(Phi) of k responses per problem (geometry.json)");
-  geo_cmd->add_option("--model", geo_opts.model, "HF checkpoint folder (default: model.path)");
-  geo_cmd->add_option("--data", geo_opts.data, "JSONL or JSON array, fields from data.* (default: data.eval_path)");
-  geo_cmd->add_option("--config", geo_opts.config, "YAML config (data.*, rollout.*, reward.math.*)")
-      ->check(CLI::ExistingFile);
+  add_analysis_options(geo_cmd, geo_opts, "data.*, rollout.*, reward.math.*", "rollout.temperature=0.8");
   geo_cmd->add_option("--k", geo_opts.k, "Responses per problem (default 8)");
-  geo_cmd->add_option("--problems", geo_opts.problems, "At most this many problems, 0 for all (default 50)");
-  geo_cmd->add_flag("--shuffle", geo_opts.shuffle, "Pick a random subset (seed rollout.seed), not the first ones");
   geo_cmd->add_option("--bins", geo_opts.bins, "Histogram bins over [-1, 1] (default 20)");
-  geo_cmd->add_option("--out", geo_opts.out, "Output folder (default: runs/g2rl-geometry)");
-  geo_cmd->add_option("--template", geo_opts.chat_template, "Chat template: auto, qwen3, llama3, plain, custom");
-  geo_cmd->add_option("overrides", geo_opts.overrides, "Dotted overrides such as rollout.temperature=0.8");
   introspect::cli::AnalyzeMasaGateOptions gate_opts;
   auto* gate_cmd = analyze_cmd->add_subcommand(
       "masa-gate", "MASA's predictive gate on unseen problems: precision and recall against zero variance (gate.json)");
-  gate_cmd->add_option("--model", gate_opts.model, "HF checkpoint folder (default: model.path)");
-  gate_cmd->add_option("--data", gate_opts.data, "JSONL or JSON array, fields from data.* (default: data.eval_path)");
-  gate_cmd->add_option("--config", gate_opts.config, "YAML config (masa.*, data.*, rollout.*, reward.math.*)")
-      ->check(CLI::ExistingFile);
-  gate_cmd->add_option("--problems", gate_opts.problems, "At most this many problems, 0 for all (default 0)");
-  gate_cmd->add_flag("--shuffle", gate_opts.shuffle, "Pick a random subset (seed rollout.seed), not the first ones");
-  gate_cmd->add_option("--out", gate_opts.out, "Output folder (default: runs/masa-gate)");
-  gate_cmd->add_option("--template", gate_opts.chat_template, "Chat template: auto, qwen3, llama3, plain, custom");
-  gate_cmd->add_option("overrides", gate_opts.overrides, "Dotted overrides such as masa.gate_sigma=0.05");
+  add_analysis_options(gate_cmd, gate_opts, "masa.*, data.*, rollout.*, reward.math.*", "masa.gate_sigma=0.05");
 
   CLI11_PARSE(app, argc, argv);
   introspect::log::init("info");

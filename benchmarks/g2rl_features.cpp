@@ -51,14 +51,16 @@ double quantile(std::vector<double> v, double q) {
   return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
 }
 
-// A distribution-free 95% interval for the median of n pairs: the order statistics n/2 -+ 0.98 sqrt(n) (the
-// binomial(n, 1/2) count of pairs below the median, in its normal approximation). It assumes the pairs are
-// independent, which the back-to-back pairing makes closer to true on a drifting machine.
+// A distribution-free 95% interval for the median of n pairs: the order statistics n/2 -+ 0.98 sqrt(n), rounded
+// (the binomial(n, 1/2) count of pairs below the median, in its normal approximation). It assumes the pairs are
+// independent, which the back-to-back pairing makes closer to true on a drifting machine. NaN below 6 pairs, where
+// even the extremes cover less than 95%.
 std::pair<double, double> median_interval(std::vector<double> v) {
+  if (v.size() < 6) return {NAN, NAN};
   std::sort(v.begin(), v.end());
   const double n = static_cast<double>(v.size()), half_width = 0.98 * std::sqrt(n);
-  const auto rank = [&](double r) { return static_cast<size_t>(std::clamp(r, 1.0, n)) - 1; };
-  return {v[rank(std::floor(n / 2 - half_width))], v[rank(std::ceil(n / 2 + 1 + half_width))]};
+  const auto at_rank = [&](double r) { return v[static_cast<size_t>(std::clamp(std::round(r), 1.0, n)) - 1]; };
+  return {at_rank(n / 2 - half_width), at_rank(n / 2 + 1 + half_width)};
 }
 
 // Each pair is one micro-batch timed both ways back to back, the side that goes first alternating, so that a drift
@@ -86,11 +88,13 @@ PairedTiming paired(int rounds, int64_t micro_batches, const std::function<void(
 }
 
 void print(const char* name, const PairedTiming& t) {
+  const auto interval = std::isfinite(t.overhead_ci_low)
+                            ? "[" + std::to_string(t.overhead_ci_low) + ", " + std::to_string(t.overhead_ci_high) + "]"
+                            : std::string("null");  // too few pairs
   std::printf("{\"measure\": \"%s\", \"plain_s_per_micro_batch\": %.4f, \"with_features_s\": %.4f, "
-              "\"overhead\": %.4f, \"overhead_quartiles\": [%.4f, %.4f], \"overhead_median_95ci\": [%.4f, %.4f], "
+              "\"overhead\": %.4f, \"overhead_quartiles\": [%.4f, %.4f], \"overhead_median_95ci\": %s, "
               "\"pairs\": %d}\n",
-              name, t.plain, t.features, t.overhead, t.overhead_q1, t.overhead_q3, t.overhead_ci_low, t.overhead_ci_high,
-              t.pairs);
+              name, t.plain, t.features, t.overhead, t.overhead_q1, t.overhead_q3, interval.c_str(), t.pairs);
 }
 
 }  // namespace

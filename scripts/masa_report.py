@@ -101,7 +101,8 @@ for v in VARIANTS:
     table.append(f"| {v} | {fmt(mean(s['after']))} | {fmt(mean(s['speedup']), 2)} "
                  f"({sum(x is not None for x in s['speedup'])}/{len(s['speedup'])} reached) | "
                  f"{fmt(mean(s['err_first']))} / {fmt(mean(s['err_last']))} | {fmt(mean(s['precision']))} | "
-                 f"{fmt(mean(s['unseen']))} / {fmt(mean(s['base']))} | {fmt(mean(s['share']))} |")
+                 f"{fmt(mean(s['unseen']))} / {fmt(mean(s['base']))} "
+                 f"({sum(x is not None for x in s['unseen'])}/{len(s['unseen'])} measured) | {fmt(mean(s['share']))} |")
 open(os.path.join(out, "table.md"), "w").write("\n".join(table) + "\n")
 print("\n".join(table))
 

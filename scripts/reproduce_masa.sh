@@ -26,7 +26,8 @@ for seed in 1 2 3; do
   # The trained policies' gate on the unseen held-out problems (the paper's Fig. 5a protocol), with the shipped gate.
   for variant in masa masa-efficient; do
     "$bin" analyze masa-gate --config configs/masa/toy-masa-efficient.yaml --model "$d/$variant/export" \
-      --data "$d/demo/data/heldout.jsonl" --out "$d/$variant/gate" log.progress=off > "$d.$variant.gate.log" 2>&1
+      --data "$d/demo/data/heldout.jsonl" --out "$d/$variant/gate" log.progress=off "$@" > "$d.$variant.gate.log" 2>&1 ||
+      echo "seed $seed $variant: gate analysis failed, see $d.$variant.gate.log"
   done
 done
 py="${INTROSPECT_VENV:-$HOME/.cache/introspect/venv}/bin/python"

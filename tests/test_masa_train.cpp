@@ -189,12 +189,15 @@ TEST_F(MasaTrain, GateAnalysisOnUnseenProblemsMatchesTheSpecRuleAndTheTruth) {
     std::vector<double> valid;
     for (size_t i = 0; i < texts.size(); ++i) {
       const std::string text = texts[i];
-      const auto json_start = text.find('{', text.rfind("</meta>") == std::string::npos ? 0 : text.rfind("</meta>"));
+      const auto meta_end = text.rfind("</meta>");
+      const auto json_start = text.find('{', meta_end == std::string::npos ? 0 : meta_end);
+      const auto json_end = text.rfind('}');
       std::optional<double> rate;
-      if (json_start != std::string::npos) {
-        const auto facts = json::parse(text.substr(json_start), nullptr, /*allow_exceptions=*/false);
+      if (json_start != std::string::npos && json_end != std::string::npos && json_end > json_start) {
+        const auto facts = json::parse(text.substr(json_start, json_end + 1 - json_start), nullptr,
+                                       /*allow_exceptions=*/false);
         if (facts.is_object() && facts.contains("pass_rate") && facts["pass_rate"].is_number())
-          rate = std::clamp(facts["pass_rate"].get<double>(), 0.0, 8.0) / 8.0;
+          rate = std::clamp(std::round(facts["pass_rate"].get<double>()), 0.0, 8.0) / 8.0;
       }
       ASSERT_EQ(listed[i].is_null(), !rate.has_value()) << text;
       if (rate) {

@@ -300,7 +300,8 @@ TEST(Train, ResumeWithoutACheckpointStartsTheMetricsOver) {
   again.train.deterministic = true;
   const auto metrics = fs::path(again.run.out_dir) / "metrics.jsonl";
   fs::create_directories(metrics.parent_path());
-  std::ofstream(metrics) << R"({"step":1,"reward/mean":0.25})" << "\n"
+  std::ofstream(metrics) << R"({"step":0,"eval/accuracy":0.5})" << "\n"  // as a run with data.eval_path writes
+                         << R"({"step":1,"reward/mean":0.25})" << "\n"
                          << R"({"step":2,"reward/mean":0.5})" << "\n"
                          << R"({"step":3,"rew)";  // torn by the kill
   ASSERT_FALSE(fs::exists(fs::path(again.run.out_dir) / "checkpoints"));

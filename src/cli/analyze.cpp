@@ -521,7 +521,9 @@ int analyze_masa_gate(const AnalyzeMasaGateOptions& o) {
       problem_lines += dump(ordered_json{{"index", eligible[static_cast<size_t>(g)]},
                                          {"source", dataset.problems[static_cast<size_t>(eligible[static_cast<size_t>(g)])].source},
                                          {"predicted_pass_rates", predicted}, {"valid", d.valid},
-                                         {"mean", d.mean}, {"std", d.std}, {"gated", d.gated},
+                                         {"mean", d.valid ? ordered_json(d.mean) : ordered_json(nullptr)},
+                                         {"std", d.valid ? ordered_json(d.std) : ordered_json(nullptr)},
+                                         {"gated", d.gated},
                                          {"predicted_solved", d.predicted_solved}, {"correct", k}, {"n", G},
                                          {"zero_variance", zero}, {"meta_texts", meta_texts[static_cast<size_t>(g)]}}) +
                        "\n";

@@ -79,9 +79,14 @@ config::Config analysis_config(const std::string& path, const std::vector<std::s
 }
 
 // The problems to analyse: those whose prompts (the longest, prompt_tokens[i]) fit data.max_prompt_tokens, in file
-// order or a seeded (rollout.seed) random subset, at most `limit` of them (0: all); returned in file order.
-std::vector<int64_t> pick_problems(const std::vector<int64_t>& prompt_tokens, const config::Config& cfg, int64_t limit,
-                                   bool shuffle) {
+// order or a seeded (rollout.seed) random subset, at most `limit` of them (0: all); returned in file order, with
+// the count of those passed over as too long.
+struct PickedProblems {
+  std::vector<int64_t> indices;
+  int64_t too_long = 0;
+};
+PickedProblems pick_problems(const std::vector<int64_t>& prompt_tokens, const config::Config& cfg, int64_t limit,
+                             bool shuffle) {
   std::vector<int64_t> eligible;
   int64_t too_long = 0;
   for (size_t i = 0; i < prompt_tokens.size(); ++i) {
@@ -101,7 +106,7 @@ std::vector<int64_t> pick_problems(const std::vector<int64_t>& prompt_tokens, co
   if (eligible.empty())
     throw std::invalid_argument(cfg.data.eval_path + ": no problems to analyse" +
                                 (too_long ? " (every prompt is longer than data.max_prompt_tokens)" : ""));
-  return eligible;
+  return {eligible, too_long};
 }
 
 // A response graded by the math verifier: its extracted answer (normalised) and whether it equals the gold one.
@@ -221,9 +226,9 @@ int analyze_g2rl_geometry(const AnalyzeGeometryOptions& o) {
       prompt_ids[i] = format.encode(dataset.problems[i].prompt);
       prompt_tokens[i] = static_cast<int64_t>(prompt_ids[i].size());
     }
-    const auto eligible = pick_problems(prompt_tokens, cfg, o.problems, o.shuffle);
-    const int64_t too_long = std::count_if(prompt_tokens.begin(), prompt_tokens.end(),
-                                           [&](int64_t n) { return n > cfg.data.max_prompt_tokens; });
+    const auto picked = pick_problems(prompt_tokens, cfg, o.problems, o.shuffle);
+    const auto& eligible = picked.indices;  // (not a structured binding: lambdas below capture it)
+    const int64_t too_long = picked.too_long;
     const int64_t P = static_cast<int64_t>(eligible.size()), k = o.k;
 
     // Create the output folder before the (long) generation, so an unwritable --out fails at once.
@@ -455,7 +460,9 @@ int analyze_masa_gate(const AnalyzeMasaGateOptions& o) {
       meta_ids[i] = meta_format.encode(masa::meta_user_message(c.meta_prompt, problem, c.min_solution_length, limit));
       prompt_tokens[i] = static_cast<int64_t>(std::max(prompt_ids[i].size(), meta_ids[i].size()));
     }
-    const auto eligible = pick_problems(prompt_tokens, cfg, o.problems, o.shuffle);
+    const auto picked = pick_problems(prompt_tokens, cfg, o.problems, o.shuffle);
+    const auto& eligible = picked.indices;  // (not a structured binding: lambdas below capture it)
+    const int64_t too_long = picked.too_long;
     const int64_t P = static_cast<int64_t>(eligible.size()), M = c.meta_n, G = cfg.rollout.n;
     const fs::path out = o.out.empty() ? fs::path("runs/masa-gate") : fs::path(o.out);
     fs::create_directories(out);  // before the long generation, so an unwritable --out fails at once
@@ -537,8 +544,7 @@ int analyze_masa_gate(const AnalyzeMasaGateOptions& o) {
         {"model", cfg.model.path},
         {"dataset", cfg.data.eval_path},
         {"problems", P},
-        {"passed_over_long_prompts",
-         std::count_if(prompt_tokens.begin(), prompt_tokens.end(), [&](int64_t n) { return n > cfg.data.max_prompt_tokens; })},
+        {"passed_over_long_prompts", too_long},
         {"selection", o.shuffle ? "shuffled" : "first"},
         {"gate", {{"rule", c.gate_rule}, {"sigma", c.gate_sigma}, {"min_valid_frac", c.gate_min_valid_frac}, {"meta_n", M}}},
         {"solutions_per_problem", G},

@@ -15,7 +15,7 @@ for seed in 1 2 3; do
   d="$out/seed$seed"
   mkdir -p "$d"
   # The warm start: the demo's SFT phase on the MASA toy (its GRPO phase is cut to one step and not used).
-  "$bin" train --out "$d/demo" demo.task=masa demo.sft_steps=900 demo.grpo_steps=1 train.seed=$seed \
+  "$bin" train --out "$d/demo" demo.task=masa demo.sft_steps=1500 demo.grpo_steps=1 train.seed=$seed \
     log.progress=off > "$d.demo.log" 2>&1
   for variant in grpo masa masa-efficient; do
     "$bin" train --config "configs/masa/toy-$variant.yaml" --out "$d/$variant" train.seed=$seed \

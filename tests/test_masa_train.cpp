@@ -43,7 +43,7 @@ class MasaTrain : public ::testing::Test {
   // suffix when the toy task or this warm start changes.
   static void SetUpTestSuite() {
     scratch_ = new ScratchDir();
-    warm_ = fs::path(INTROSPECT_BINARY).parent_path().parent_path() / "test_cache" / "masa_toy_v1";
+    warm_ = fs::path(INTROSPECT_BINARY).parent_path().parent_path() / "test_cache" / "masa_toy_v2";
     if (fs::exists(warm_ / "DONE")) return;
     ScratchDir build;
     const auto dir = build.path() / "warm";

@@ -178,12 +178,14 @@ const std::vector<std::string>& masa_toy_tokens() {
   return tokens;
 }
 
-// MASA's toy: prompts whose difficulty the model can learn to predict. A quarter are "guess N", whose answer is
-// a hash of N (never learnable: pass rate 0); a quarter reverse 2-3 digit numbers (demonstrated without noise:
-// pass rate near 1); half reverse 4-5 digit numbers, with demonstration noise growing with the length, some of it
-// rambling that repeats the number without an answer (long wrong rollouts: what the early cutoff saves). The SFT
-// set also teaches the meta format with uninformed predictions (pass rate uniform in 0..8, length uniform in
-// 3..12) that MASA then has to calibrate. Meta prompts are "meta " + the problem.
+// MASA's toy: prompts whose difficulty the model can learn to predict, with pass rates spread as a gate needs.
+// A fifth are "guess N", whose answer is a hash of N (never learnable: pass rate 0); a fifth are "flip N", whose
+// answer is one hash bit of N (never learnable either, but a coin: pass rate near 1/2, so never zero-variance);
+// a fifth reverse 2-3 digit numbers (demonstrated without noise: pass rate near 1); two fifths reverse 4-5 digit
+// numbers, with demonstration noise growing with the length, some of it rambling that repeats the number without
+// an answer (long wrong rollouts: what the early cutoff saves). The SFT set also teaches the meta format with
+// uninformed predictions (pass rate uniform in 0..8, length uniform in 3..12) that MASA then has to calibrate.
+// Meta prompts are "meta " + the problem.
 void write_masa_task(const fs::path& dir, const config::DemoConfig& d, uint64_t seed) {
   fs::create_directories(dir);
   std::mt19937_64 rng(seed);
@@ -198,22 +200,22 @@ void write_masa_task(const fs::path& dir, const config::DemoConfig& d, uint64_t 
   const int64_t total = d.heldout + d.train_problems;
   for (int64_t i = 0; i < total;) {
     const double family = u(rng);
-    const bool guess = family < 0.25;
-    const int64_t n = guess ? 4 : family < 0.5 ? 2 + static_cast<int64_t>(rng() % 2) : 4 + static_cast<int64_t>(rng() % 2);
+    const bool guess = family < 0.2, flip = !guess && family < 0.4;
+    const int64_t n = guess || flip ? 4 : family < 0.6 ? 2 + static_cast<int64_t>(rng() % 2) : 4 + static_cast<int64_t>(rng() % 2);
     const std::string number = digits(n);
-    const std::string problem = (guess ? "guess " : "reverse ") + number;
+    const std::string problem = (guess ? "guess " : flip ? "flip " : "reverse ") + number;
     if (!seen.insert(problem).second) continue;
     std::string answer(number.rbegin(), number.rend());
-    if (guess) {
-      std::mt19937_64 hash(seed ^ std::hash<std::string>{}(number));
+    if (guess || flip) {
+      std::mt19937_64 hash(seed ^ std::hash<std::string>{}(problem));
       answer.clear();
-      for (int k = 0; k < 4; ++k) answer += static_cast<char>('0' + hash() % 10);
+      for (int k = 0; k < (flip ? 1 : 4); ++k) answer += static_cast<char>('0' + hash() % (flip ? 2 : 10));
     }
     const bool heldout = i++ < d.heldout;
     (heldout ? eval : train) << json{{"problem", problem}, {"answer", answer}}.dump() << "\n";
     if (heldout) continue;
     std::string shown = "\\boxed{" + answer + "}";
-    const double noise = guess || n <= 3 ? 0.0 : d.label_noise * static_cast<double>(n - 3) / 2.0;
+    const double noise = guess || flip || n <= 3 ? 0.0 : d.label_noise * static_cast<double>(n - 3) / 2.0;
     if (u(rng) < noise) {
       const double kind = u(rng);
       if (kind < 0.4) {

@@ -4,7 +4,8 @@ Wall time is the sum of the steps' time/step (evaluation excluded) minus time/ma
 only measure the gate. Time to GRPO's accuracy: the wall time at the first evaluation where a run's held-out
 accuracy reaches GRPO's final one (same seed). Gate precision is measured twice: during training, on the audited
 gated prompts (masa/gate_*), and after it on the unseen held-out problems (gate/gate.json of each MASA run, from
-introspect analyze masa-gate), beside that set's base rate, the precision of gating every problem.
+introspect analyze masa-gate), beside that set's base rate, the precision of gating every problem. The cutoff
+ablation compares MASA-efficient with masa-efficient-nocutoff (the same run with masa.cutoff_scale=0).
 Usage: masa_report.py RUN_DIR
 """
 import json
@@ -103,6 +104,34 @@ for v in VARIANTS:
                  f"{fmt(mean(s['err_first']))} / {fmt(mean(s['err_last']))} | {fmt(mean(s['precision']))} | "
                  f"{fmt(mean(s['unseen']))} / {fmt(mean(s['base']))} "
                  f"({sum(x is not None for x in s['unseen'])}/{len(s['unseen'])} measured) | {fmt(mean(s['share']))} |")
+
+# The cutoff ablation: MASA-efficient with and without the early cutoff, over the efficient steps (where it acts).
+def efficient_phase(seed, variant):
+    path = os.path.join(out, f"seed{seed}", variant, "metrics.jsonl")
+    if not os.path.exists(path):
+        return None
+    rows, _ = load(seed, variant)
+    phase = [r for r in rows if r.get("masa/efficient")]
+    evals = [r["eval/accuracy"] for r in rows if r.get("eval/accuracy") is not None]
+    return {"after": evals[-1], "tokens": sum(r.get("rollout/solution_tokens", 0) for r in phase),
+            "truncated": mean([r.get("masa/cutoff_truncated_frac") for r in phase]),
+            "cap": mean([r.get("masa/cutoff_mean") for r in phase])}
+
+
+table += ["", "Early cutoff ablation (MASA-efficient, the efficient steps only; solution tokens are those trained on):", "",
+          "| seed | acc. after: cutoff / off | solution tokens: cutoff / off | tokens saved | mean cap | truncated |",
+          "|---|---|---|---|---|---|"]
+saved, deltas = [], []
+for seed in seeds:
+    on, off = efficient_phase(seed, "masa-efficient"), efficient_phase(seed, "masa-efficient-nocutoff")
+    if not on or not off:
+        continue
+    saved.append(1 - on["tokens"] / off["tokens"] if off["tokens"] else None)
+    deltas.append(on["after"] - off["after"])
+    table.append(f"| {seed} | {on['after']:.3f} / {off['after']:.3f} | {on['tokens']:.0f} / {off['tokens']:.0f} | "
+                 f"{fmt(saved[-1])} | {fmt(on['cap'], 1)} | {fmt(on['truncated'], 4)} |")
+if saved:
+    table.append(f"| mean | {fmt(mean(deltas))} (cutoff - off) | | {fmt(mean(saved))} | | |")
 open(os.path.join(out, "table.md"), "w").write("\n".join(table) + "\n")
 print("\n".join(table))
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GRPO against MASA against MASA-efficient on the toy task (demo.task=masa), 3 seeds, on this machine. Each seed
 # gets its own SFT warm start; the three runs start from it. The MASA policies' gate is then measured on the
-# held-out problems (introspect analyze masa-gate). Writes runs/masa-repro/table.md and PNG plots.
+# held-out problems (introspect analyze masa-gate), and MASA-efficient runs once more with the early cutoff off.
+# Writes runs/masa-repro/table.md and PNG plots.
 # Usage: scripts/reproduce_masa.sh [extra overrides for all runs, e.g. train.total_steps=60]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,6 +24,12 @@ for seed in 1 2 3; do
       data.eval_path="$d/demo/data/heldout.jsonl" log.progress=off "$@" > "$d.$variant.log" 2>&1
     echo "seed $seed $variant done"
   done
+  # The cutoff ablation: MASA-efficient with the early cutoff off, everything else the same.
+  "$bin" train --config configs/masa/toy-masa-efficient.yaml --out "$d/masa-efficient-nocutoff" train.seed=$seed \
+    model.path="$d/demo/sft/export" data.train_path="$d/demo/data/train.jsonl" \
+    data.eval_path="$d/demo/data/heldout.jsonl" log.progress=off "$@" masa.cutoff_scale=0 \
+    > "$d.masa-efficient-nocutoff.log" 2>&1
+  echo "seed $seed masa-efficient-nocutoff done"
   # The trained policies' gate on the unseen held-out problems (the paper's Fig. 5a protocol), with the shipped gate.
   for variant in masa masa-efficient; do
     "$bin" analyze masa-gate --config configs/masa/toy-masa-efficient.yaml --model "$d/$variant/export" \

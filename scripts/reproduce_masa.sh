@@ -18,18 +18,15 @@ for seed in 1 2 3; do
   # The warm start: the demo's SFT phase on the MASA toy (its GRPO phase is cut to one step and not used).
   "$bin" train --out "$d/demo" demo.task=masa demo.sft_steps=1500 demo.grpo_steps=1 train.seed=$seed \
     log.progress=off > "$d.demo.log" 2>&1
-  for variant in grpo masa masa-efficient; do
-    "$bin" train --config "configs/masa/toy-$variant.yaml" --out "$d/$variant" train.seed=$seed \
+  # The last run is the cutoff ablation: MASA-efficient with the early cutoff off, everything else the same.
+  for variant in grpo masa masa-efficient masa-efficient-nocutoff; do
+    ablation=()
+    [[ "$variant" == *-nocutoff ]] && ablation=(masa.cutoff_scale=0)
+    "$bin" train --config "configs/masa/toy-${variant%-nocutoff}.yaml" --out "$d/$variant" train.seed=$seed \
       model.path="$d/demo/sft/export" data.train_path="$d/demo/data/train.jsonl" \
-      data.eval_path="$d/demo/data/heldout.jsonl" log.progress=off "$@" > "$d.$variant.log" 2>&1
+      data.eval_path="$d/demo/data/heldout.jsonl" log.progress=off "$@" "${ablation[@]}" > "$d.$variant.log" 2>&1
     echo "seed $seed $variant done"
   done
-  # The cutoff ablation: MASA-efficient with the early cutoff off, everything else the same.
-  "$bin" train --config configs/masa/toy-masa-efficient.yaml --out "$d/masa-efficient-nocutoff" train.seed=$seed \
-    model.path="$d/demo/sft/export" data.train_path="$d/demo/data/train.jsonl" \
-    data.eval_path="$d/demo/data/heldout.jsonl" log.progress=off "$@" masa.cutoff_scale=0 \
-    > "$d.masa-efficient-nocutoff.log" 2>&1
-  echo "seed $seed masa-efficient-nocutoff done"
   # The trained policies' gate on the unseen held-out problems (the paper's Fig. 5a protocol), with the shipped gate.
   for variant in masa masa-efficient; do
     "$bin" analyze masa-gate --config configs/masa/toy-masa-efficient.yaml --model "$d/$variant/export" \

@@ -112,26 +112,31 @@ def efficient_phase(seed, variant):
         return None
     rows, _ = load(seed, variant)
     phase = [r for r in rows if r.get("masa/efficient")]
+    solved = [r for r in phase if r.get("masa/kept", 0) > 0]  # a step that gated every prompt has no cap or length
     evals = [r["eval/accuracy"] for r in rows if r.get("eval/accuracy") is not None]
-    return {"after": evals[-1], "tokens": sum(r.get("rollout/solution_tokens", 0) for r in phase),
-            "truncated": mean([r.get("masa/cutoff_truncated_frac") for r in phase]),
-            "cap": mean([r.get("masa/cutoff_mean") for r in phase])}
+    return {"after": evals[-1] if evals else None, "tokens": sum(r.get("rollout/solution_tokens", 0) for r in phase),
+            "length": mean([r.get("solution/response_length") for r in solved]),
+            "truncated": mean([r.get("masa/cutoff_truncated_frac") for r in solved]),
+            "cap": mean([r.get("masa/cutoff_mean") for r in solved])}
 
 
+# Total tokens also move with how many prompts each run gates; the mean length per rollout does not.
 table += ["", "Early cutoff ablation (MASA-efficient, the efficient steps only; solution tokens are those trained on):", "",
-          "| seed | acc. after: cutoff / off | solution tokens: cutoff / off | tokens saved | mean cap | truncated |",
-          "|---|---|---|---|---|---|"]
+          "| seed | acc. after: cutoff / off | solution tokens: cutoff / off | tokens saved | "
+          "mean solution length: cutoff / off | mean cap | truncated |",
+          "|---|---|---|---|---|---|---|"]
 saved, deltas = [], []
 for seed in seeds:
     on, off = efficient_phase(seed, "masa-efficient"), efficient_phase(seed, "masa-efficient-nocutoff")
     if not on or not off:
         continue
     saved.append(1 - on["tokens"] / off["tokens"] if off["tokens"] else None)
-    deltas.append(on["after"] - off["after"])
-    table.append(f"| {seed} | {on['after']:.3f} / {off['after']:.3f} | {on['tokens']:.0f} / {off['tokens']:.0f} | "
-                 f"{fmt(saved[-1])} | {fmt(on['cap'], 1)} | {fmt(on['truncated'], 4)} |")
+    deltas.append(on["after"] - off["after"] if on["after"] is not None and off["after"] is not None else None)
+    table.append(f"| {seed} | {fmt(on['after'])} / {fmt(off['after'])} | {on['tokens']:.0f} / {off['tokens']:.0f} | "
+                 f"{fmt(saved[-1])} | {fmt(on['length'], 2)} / {fmt(off['length'], 2)} | {fmt(on['cap'], 1)} | "
+                 f"{fmt(on['truncated'], 4)} |")
 if saved:
-    table.append(f"| mean | {fmt(mean(deltas))} (cutoff - off) | | {fmt(mean(saved))} | | |")
+    table.append(f"| mean | {fmt(mean(deltas))} (cutoff - off) | | {fmt(mean(saved))} | | | |")
 open(os.path.join(out, "table.md"), "w").write("\n".join(table) + "\n")
 print("\n".join(table))
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GRPO against MASA against MASA-efficient on the toy task (demo.task=masa), 3 seeds, on this machine. Each seed
-# gets its own SFT warm start; the three runs start from it. The MASA policies' gate is then measured on the
+# gets its own SFT warm start; the four runs start from it. The MASA policies' gate is then measured on the
 # held-out problems (introspect analyze masa-gate), and MASA-efficient runs once more with the early cutoff off.
 # Writes runs/masa-repro/table.md and PNG plots.
 # Usage: scripts/reproduce_masa.sh [extra overrides for all runs, e.g. train.total_steps=60]

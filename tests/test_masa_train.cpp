@@ -156,7 +156,7 @@ TEST_F(MasaTrain, GatingSkipsConfidentPromptsAndTheAuditFindsThemZeroVariance) {
     prompts += 8;
     EXPECT_EQ(s.at("masa/cutoff_budget_saved").get<double>(), 0.0);
   }
-  // A quarter of the toy's prompts are guesses, predicted unsolvable; the rest predict 4/8 and are never gated.
+  // About a fifth of the toy's prompts are guesses, predicted unsolvable; the rest predict 4/8 and are never gated.
   EXPECT_GT(gated, 0);
   EXPECT_LT(gated, prompts);
   EXPECT_EQ(audited, gated);       // gate_audit_frac = 1

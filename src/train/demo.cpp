@@ -179,10 +179,10 @@ const std::vector<std::string>& masa_toy_tokens() {
 }
 
 // MASA's toy: prompts whose difficulty the model can learn to predict, with pass rates spread as a gate needs.
-// A fifth are "guess N", whose answer is a hash of N (never learnable: pass rate 0); a fifth are "flip N", whose
+// Draws are a fifth "guess N", whose answer is a hash of N (never learnable: pass rate 0); a fifth "flip N", whose
 // answer is one hash bit of N (never learnable either, but a coin: pass rate near 1/2, so never zero-variance);
-// a fifth reverse 2-3 digit numbers (demonstrated without noise: pass rate near 1); two fifths reverse 4-5 digit
-// numbers, with demonstration noise growing with the length, some of it rambling that repeats the number without
+// a fifth reversals of 2-3 digit numbers (demonstrated without noise: pass rate near 1; there are few, so repeats
+// are redrawn and they end nearer an eighth); two fifths reversals of 4-5 digit numbers, with demonstration noise growing with the length, some of it rambling that repeats the number without
 // an answer (long wrong rollouts: what the early cutoff saves). The SFT set also teaches the meta format with
 // uninformed predictions (pass rate uniform in 0..8, length uniform in 3..12) that MASA then has to calibrate.
 // Meta prompts are "meta " + the problem.

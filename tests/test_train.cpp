@@ -13,6 +13,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <map>
 #include <set>
 #include <regex>
 #include <thread>
@@ -320,6 +321,62 @@ TEST(Demo, GrpoRaisesHeldOutAccuracy) {
       << r.output;
   const double before = std::stod(m[1]), after = std::stod(m[2]);
   EXPECT_GT(after, before + 0.05) << r.output;
+}
+
+// MASA's toy: four families with pass rates a gate must tell apart. Guesses have 4-digit hash answers and flips
+// one hash bit (both values occur, so a policy can only be right half the time); reversals are graded by the
+// reversed number; every demonstration of a guess, flip or short reversal shows the true answer; each problem has
+// its meta demonstration; held-out problems are new.
+TEST(Demo, MasaTaskHasGuessesFlipsAndReversals) {
+  ScratchDir dir;
+  config::DemoConfig demo;
+  demo.heldout = 50;
+  demo.train_problems = 1000;
+  train::write_masa_task(dir.path(), demo, 3);
+  const auto heldout = read_jsonl(dir.path() / "heldout.jsonl");
+  const auto train_rows = read_jsonl(dir.path() / "train.jsonl");
+  const auto sft = read_jsonl(dir.path() / "sft.jsonl");
+  ASSERT_EQ(heldout.size(), 50u);
+  ASSERT_EQ(train_rows.size(), 1000u);
+  ASSERT_EQ(sft.size(), 2000u);  // a solution and a meta demonstration per training problem
+  std::set<std::string> seen;
+  for (const auto& row : train_rows) seen.insert(row["problem"].get<std::string>());
+  EXPECT_EQ(seen.size(), train_rows.size());
+  for (const auto& row : heldout) EXPECT_FALSE(seen.count(row["problem"].get<std::string>())) << row.dump();
+  std::map<std::string, int> family;
+  std::set<std::string> flip_answers;
+  for (const auto& row : train_rows) {
+    const std::string problem = row["problem"], answer = row["answer"];
+    const std::string kind = problem.substr(0, problem.find(' ')), number = problem.substr(problem.find(' ') + 1);
+    ++family[kind];
+    if (kind == "flip") {
+      EXPECT_TRUE(answer == "0" || answer == "1") << row.dump();
+      flip_answers.insert(answer);
+    } else if (kind == "guess") {
+      EXPECT_EQ(answer.size(), 4u) << row.dump();
+    } else {
+      ASSERT_EQ(kind, "reverse") << row.dump();
+      EXPECT_EQ(answer, std::string(number.rbegin(), number.rend())) << row.dump();
+    }
+  }
+  EXPECT_EQ(flip_answers.size(), 2u);
+  // Draws are a fifth each for guesses and flips; the few short reversals are redrawn when repeated.
+  EXPECT_NEAR(family["guess"] / 1000.0, 0.2, 0.05);
+  EXPECT_NEAR(family["flip"] / 1000.0, 0.2, 0.05);
+  EXPECT_NEAR(family["reverse"] / 1000.0, 0.6, 0.1);
+  int metas = 0;
+  for (const auto& row : sft) {
+    const std::string problem = row["problem"], solution = row["solution"];
+    if (problem.rfind("meta ", 0) == 0) {
+      ++metas;
+      EXPECT_EQ(solution.rfind("<meta></meta>{", 0), 0u) << solution;
+      continue;
+    }
+    const std::string number = problem.substr(problem.find(' ') + 1);
+    if (problem.rfind("reverse", 0) == 0 && number.size() > 3) continue;  // noisy on purpose
+    EXPECT_EQ(solution, "\\boxed{" + row["answer"].get<std::string>() + "}") << row.dump();
+  }
+  EXPECT_EQ(metas, 1000);
 }
 
 // G²RL's toy: the graded answer is the set of the prompt's digits, so every order of them is correct under the real

@@ -179,11 +179,12 @@ const std::vector<std::string>& masa_toy_tokens() {
 }
 
 // MASA's toy: prompts whose difficulty the model can learn to predict, with pass rates spread as a gate needs.
-// Draws are a fifth "guess N", whose answer is a hash of N (never learnable: pass rate 0); a fifth "flip N", whose
-// answer is one hash bit of N (never learnable either, but a coin: pass rate near 1/2, so never zero-variance);
-// a fifth reversals of 2-3 digit numbers (demonstrated without noise: pass rate near 1; there are few, so repeats
-// are redrawn and they end nearer an eighth); two fifths reversals of 4-5 digit numbers, with demonstration noise growing with the length, some of it rambling that repeats the number without
-// an answer (long wrong rollouts: what the early cutoff saves). The SFT set also teaches the meta format with
+// Draws are a fifth "guess N", whose answer is a hash of the problem (never learnable: pass rate 0); a fifth
+// "flip N", whose answer is one hash bit (never learnable either, but a coin: pass rate near 1/2, so never
+// zero-variance); a fifth reversals of 2-3 digit numbers (demonstrated without noise: pass rate near 1; there are
+// few, so repeats are redrawn and they end nearer an eighth); two fifths reversals of 4-5 digit numbers, with
+// demonstration noise growing with the length, some of it rambling that repeats the number without an answer
+// (long wrong rollouts: what the early cutoff saves). The SFT set also teaches the meta format with
 // uninformed predictions (pass rate uniform in 0..8, length uniform in 3..12) that MASA then has to calibrate.
 // Meta prompts are "meta " + the problem.
 void write_masa_task(const fs::path& dir, const config::DemoConfig& d, uint64_t seed) {
@@ -201,7 +202,9 @@ void write_masa_task(const fs::path& dir, const config::DemoConfig& d, uint64_t 
   for (int64_t i = 0; i < total;) {
     const double family = u(rng);
     const bool guess = family < 0.2, flip = !guess && family < 0.4;
-    const int64_t n = guess || flip ? 4 : family < 0.6 ? 2 + static_cast<int64_t>(rng() % 2) : 4 + static_cast<int64_t>(rng() % 2);
+    const int64_t n = guess || flip  ? 4
+                      : family < 0.6 ? 2 + static_cast<int64_t>(rng() % 2)
+                                     : 4 + static_cast<int64_t>(rng() % 2);
     const std::string number = digits(n);
     const std::string problem = (guess ? "guess " : flip ? "flip " : "reverse ") + number;
     if (!seen.insert(problem).second) continue;

@@ -475,9 +475,9 @@ struct DemoConfig {
 
   void visit(ConfigVisitor& v) {
     v.choice("task", task,
-             "reverse: digit reversal; masa: MASA's toy (reversal of 2-5 digits plus unlearnable guesses and coin flips, and "
-             "meta prompts; see write_masa_task); digit-set: G²RL's toy, the set of a number's digits, correct in any order "
-             "(see write_digit_set_task)",
+             "reverse: digit reversal; masa: MASA's toy (reversal of 2-5 digits plus unlearnable guesses and coin "
+             "flips, and meta prompts; see write_masa_task); digit-set: G²RL's toy, the set of a number's digits, "
+             "correct in any order (see write_digit_set_task)",
              {"reverse", "masa", "digit-set"});
     v.field("sft_steps", sft_steps, "Warm-start SFT steps on the noisy demonstrations", Range::at_least(1));
     v.field("grpo_steps", grpo_steps, "GRPO steps after the warm start", Range::at_least(1));

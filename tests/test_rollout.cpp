@@ -1,6 +1,6 @@
 // The generator: greedy equals full recompute and stories260K's golden ids, log-probs equal the training
-// forward's, samples do not depend on batch size, sampled frequencies match the filtered softmax (chi-square),
-// and limits, stops and the KV budget behave.
+// forward's, samples do not depend on batch size or on sharing a call with prompts of other sample counts,
+// sampled frequencies match the filtered softmax (chi-square), and limits, stops and the KV budget behave.
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 #include <gmock/gmock.h>
@@ -162,6 +162,44 @@ TEST_F(RolloutTest, SamplesDoNotDependOnBatchSize) {
   p.seed = 43;
   EXPECT_NE(Generator(m, 8).generate(prompts, p)[0].tokens, reference[0].tokens);
   EXPECT_NE(reference[0].tokens, reference[1].tokens);
+}
+
+// One call may mix prompts with their own sample counts (MASA's meta and solution groups share a batch): each
+// prompt's samples are what a call of its own, on the same RNG streams, draws.
+TEST_F(RolloutTest, PerPromptSampleCountsEqualSeparateCalls) {
+  const auto m = sharp_model(tiny("llama"));
+  SamplingParams p;
+  p.temperature = 1.0;
+  p.max_new_tokens = 12;
+  p.seed = 7;
+  auto prompts = some_prompts(97, 4, 3);
+  const std::vector<int64_t> counts{2, 5, -1, 1};
+  p.n = 3;  // what the prompt with n = -1 gets
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    prompts[i].n = counts[i];
+    prompts[i].stream = 10 + static_cast<int64_t>(i);
+  }
+  prompts[1].max_new_tokens = 4;
+  const auto mixed = Generator(m, 5).generate(prompts, p);
+  ASSERT_EQ(mixed.size(), 11u);
+  size_t k = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto alone = p;
+    alone.n = counts[i] > 0 ? counts[i] : 3;
+    auto single = prompts[i];
+    single.n = -1;
+    const auto ref = Generator(m, 2).generate({single}, alone);
+    for (const auto& r : ref) {
+      ASSERT_LT(k, mixed.size());
+      EXPECT_EQ(mixed[k].prompt_index, static_cast<int64_t>(i));
+      EXPECT_EQ(mixed[k].sample_index, r.sample_index);
+      EXPECT_EQ(mixed[k].tokens, r.tokens) << "prompt " << i << " sample " << r.sample_index;
+      ++k;
+    }
+  }
+  EXPECT_LE(mixed[2].tokens.size(), 4u);
+  prompts[0].n = 0;
+  EXPECT_THROW(Generator(m, 2).generate(prompts, p), std::invalid_argument);
 }
 
 namespace {

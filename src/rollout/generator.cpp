@@ -95,8 +95,8 @@ std::vector<Sample> Generator::generate(const std::vector<Prompt>& prompts, cons
   const auto& arch = model_.arch();
   if (params.n < 1) throw std::invalid_argument("generate: n must be at least 1");
   if (!params.stop.empty() && !tokenizer_) throw std::invalid_argument("generate: stop strings need a tokenizer");
-  std::vector<int64_t> limits(prompts.size());
-  int64_t max_len = 1;
+  std::vector<int64_t> limits(prompts.size()), counts(prompts.size());
+  int64_t max_len = 1, total = 0;
   for (size_t i = 0; i < prompts.size(); ++i) {
     if (prompts[i].ids.empty()) throw std::invalid_argument("generate: prompt " + std::to_string(i) + " is empty");
     for (const int32_t id : prompts[i].ids) {
@@ -108,8 +108,12 @@ std::vector<Sample> Generator::generate(const std::vector<Prompt>& prompts, cons
     limits[i] = prompts[i].max_new_tokens > 0 ? prompts[i].max_new_tokens : params.max_new_tokens;
     if (limits[i] < 1) throw std::invalid_argument("generate: max_new_tokens must be at least 1");
     max_len = std::max<int64_t>(max_len, static_cast<int64_t>(prompts[i].ids.size()) + limits[i]);
+    counts[i] = prompts[i].n > 0 ? prompts[i].n : params.n;
+    if (prompts[i].n == 0 || prompts[i].n < -1)
+      throw std::invalid_argument("generate: prompt " + std::to_string(i) + " asks for " +
+                                  std::to_string(prompts[i].n) + " samples");
+    total += counts[i];
   }
-  const int64_t total = static_cast<int64_t>(prompts.size()) * params.n;
   const int64_t slots = std::max<int64_t>(1, std::min<int64_t>(max_batch_, total));
   const int64_t kv_bytes = model::KVCache::bytes_needed(arch, slots, max_len, model_.dtype());
   if (kv_budget_bytes_ > 0 && kv_bytes > kv_budget_bytes_) {
@@ -140,6 +144,7 @@ std::vector<Sample> Generator::generate(const std::vector<Prompt>& prompts, cons
   std::vector<std::optional<Active>> active(slots);
   std::map<int64_t, Prefix> prefixes;  // prompts whose other samples still wait for a slot
   int64_t next = 0, done = 0;
+  int64_t next_prompt = 0, next_sample = 0;  // the pending sample `next`, as (prompt, sample of that prompt)
 
   auto hits_stop_string = [&](const std::vector<int32_t>& tokens) {
     if (params.stop.empty()) return false;
@@ -171,7 +176,8 @@ std::vector<Sample> Generator::generate(const std::vector<Prompt>& prompts, cons
     // Fill free slots with pending samples; the first sample of a prompt prefills, the others copy its cache.
     for (int64_t s = 0; s < slots; ++s) {
       while (!active[s] && next < total) {
-        const int64_t i = next / params.n, j = next % params.n;
+        const int64_t i = next_prompt, j = next_sample;
+        if (++next_sample == counts[i]) ++next_prompt, next_sample = 0;
         const int64_t len = static_cast<int64_t>(prompts[i].ids.size());
         results[next].prompt_index = i;
         results[next].sample_index = j;
@@ -180,8 +186,8 @@ std::vector<Sample> Generator::generate(const std::vector<Prompt>& prompts, cons
           const auto ids = torch::tensor(std::vector<int64_t>(prompts[i].ids.begin(), prompts[i].ids.end())).unsqueeze(0);
           const auto out = model_.forward_cached(ids, torch::arange(len).unsqueeze(0), torch::tensor({s}), cache,
                                                  /*last_logits_only=*/true);
-          Prefix pre{{}, {}, out.logits[0][0].clone(), params.n};
-          if (params.n > 1) {
+          Prefix pre{{}, {}, out.logits[0][0].clone(), counts[i]};
+          if (counts[i] > 1) {
             for (int64_t l = 0; l < arch.num_layers; ++l) {
               pre.k.push_back(cache.k[l][s].narrow(1, 0, len).clone());
               pre.v.push_back(cache.v[l][s].narrow(1, 0, len).clone());

@@ -30,7 +30,7 @@ struct SamplingParams {
   int64_t max_new_tokens = 256;
   std::vector<int32_t> stop_token_ids;  // finish "stop"; the model's own EOS ids always finish "eos"
   std::vector<std::string> stop;        // stop strings (need a tokenizer)
-  int64_t n = 1;                        // samples per prompt
+  int64_t n = 1;                        // samples per prompt (unless the Prompt sets its own)
   uint64_t seed = 0;
   bool is_greedy() const { return greedy || temperature == 0.0; }
 };
@@ -41,6 +41,9 @@ struct Prompt {
   // The prompt index its samples' RNG streams are keyed on (sample_seed); -1 uses its position in the call.
   // Data-parallel ranks pass the prompt's index in the global batch, so a rank draws what one process would.
   int64_t stream = -1;
+  // Samples of this prompt; -1 uses SamplingParams' n. Lets one call mix groups of different sizes (MASA's
+  // meta and solution rollouts share a batch).
+  int64_t n = -1;
 };
 
 enum class FinishReason { kEos, kStop, kLength };

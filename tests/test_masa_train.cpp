@@ -138,6 +138,52 @@ TEST_F(MasaTrain, MetaAndSolutionRolloutsTrainTogetherWithTheirOwnMetrics) {
   }
 }
 
+// Phase 1 generates meta and solution rollouts in one call (spec 3.1: in parallel); the efficient phase
+// generates the meta rollouts first. With a gate that never fires and no cutoff, both must draw the same
+// rollouts, so every metric of the first step matches.
+TEST_F(MasaTrain, ParallelPhaseOneDrawsWhatTheSequentialPipelineDraws) {
+  auto parallel = masa_run("parallel");
+  parallel.train.total_steps = 1;
+  auto sequential = masa_run("sequential");
+  sequential.train.total_steps = 1;
+  sequential.masa.efficient = true;
+  sequential.masa.efficient_start_step = 0;
+  sequential.masa.gate_sigma = 0;  // std < 0 never holds: no prompt is gated
+  sequential.masa.cutoff_scale = 0;
+  train::run(parallel);
+  train::run(sequential);
+  const auto a = read_jsonl(fs::path(parallel.run.out_dir) / "metrics.jsonl").at(0);
+  const auto b = read_jsonl(fs::path(sequential.run.out_dir) / "metrics.jsonl").at(0);
+  EXPECT_FALSE(a.contains("time/meta_generate"));  // one call: the meta path has no time of its own
+  EXPECT_TRUE(b.contains("time/meta_generate"));
+  EXPECT_EQ(b.at("masa/gated").get<double>(), 0.0);
+  for (const char* k : {"accuracy", "solution/response_length", "meta/response_length", "reward/masa/mean",
+                        "reward/masa/parse_fail_rate", "masa/meta_token_share", "actor/pg_loss"}) {
+    ASSERT_TRUE(a.contains(k) && b.contains(k)) << k;
+    EXPECT_NEAR(a.at(k).get<double>(), b.at(k).get<double>(), 1e-6) << k;
+  }
+}
+
+// Meta and solution rollouts differ in length. Padded to one micro-batch's longest, the update pays for the
+// padding. train.micro_batch_tokens sorts by length and splits by padded tokens: less padding, same update.
+TEST_F(MasaTrain, TokenBudgetCutsThePaddingAndKeepsTheUpdate) {
+  auto padded = masa_run("padded");
+  padded.train.total_steps = 1;
+  auto budget = masa_run("budget");
+  budget.train.total_steps = 1;
+  budget.train.micro_batch_tokens = 256;
+  train::run(padded);
+  train::run(budget);
+  const auto a = read_jsonl(fs::path(padded.run.out_dir) / "metrics.jsonl").at(0);
+  const auto b = read_jsonl(fs::path(budget.run.out_dir) / "metrics.jsonl").at(0);
+  EXPECT_EQ(a.at("actor/micro_batches").get<double>(), 1.0);
+  EXPECT_GT(b.at("actor/micro_batches").get<double>(), 1.0);
+  EXPECT_GT(a.at("actor/padding_frac").get<double>(), 0.2);
+  EXPECT_LT(b.at("actor/padding_frac").get<double>(), 0.5 * a.at("actor/padding_frac").get<double>());
+  for (const char* k : {"actor/pg_loss", "actor/grad_norm", "actor/entropy", "meta/entropy", "solution/entropy"})
+    EXPECT_NEAR(a.at(k).get<double>(), b.at(k).get<double>(), 1e-5) << k;
+}
+
 TEST_F(MasaTrain, GatingSkipsConfidentPromptsAndTheAuditFindsThemZeroVariance) {
   auto c = masa_run("gate");
   c.masa.efficient = true;
@@ -344,7 +390,9 @@ TEST_F(MasaTrain, TwoRanksMatchOneProcess) {
     for (const char* k : {"accuracy", "solution/response_length", "meta/response_length", "masa/gated",
                           "masa/gate_audited", "masa/kept_zero_var", "masa/cutoff_budget_saved", "masa/notion_hints",
                           "masa/expert_buffer", "reward/mean"})
-      if (a[i].contains(k)) EXPECT_NEAR(a[i][k].get<double>(), b[i].at(k).get<double>(), 1e-9) << k << " step " << i + 1;
+      if (a[i].contains(k)) {
+        EXPECT_NEAR(a[i][k].get<double>(), b[i].at(k).get<double>(), 1e-9) << k << " step " << i + 1;
+      }
     expert_step = expert_step || a[i].contains("masa/expert_sft_loss");
   }
   EXPECT_TRUE(expert_step);  // the expert SFT step ran, on both

@@ -213,27 +213,38 @@ TEST(BadInput, NonFiniteLossesAreSkippedThenStopTraining) {
 }
 
 TEST(Train, SplittingIntoMicroBatchesGivesTheSameUpdate) {
-  // verl's global-count normalisation: micro-batch size must not change the gradient (fp32 tolerance).
-  auto weights_after = [](int64_t micro, const std::string& agg) {
+  // verl's global-count normalisation: neither the micro-batch size nor a token budget over length-sorted
+  // sequences (train.micro_batch_tokens) may change the gradient (fp32 tolerance).
+  struct Run {
+    std::vector<at::Tensor> weights;
+    nlohmann::json metrics;
+  };
+  auto run_with = [](int64_t micro, int64_t tokens, const std::string& agg) {
     ScratchDir dir;
     auto c = small_run(dir.path(), "grpo");
     c.train.total_steps = 1;
     c.train.micro_batch_size = micro;
+    c.train.micro_batch_tokens = tokens;
     c.train.mini_batch_size = 16;
     c.algo.loss_agg_mode = agg;
     c.train.old_logprob = "recompute";
     train::run(c);
     const auto m = introspect::model::CausalLM::load(fs::path(c.run.out_dir) / "export");
-    std::vector<at::Tensor> w;
-    for (const auto& p : m.parameters()) w.push_back(p.clone());
-    return w;
+    Run r;
+    for (const auto& p : m.parameters()) r.weights.push_back(p.clone());
+    r.metrics = read_jsonl(fs::path(c.run.out_dir) / "metrics.jsonl").at(0);
+    return r;
   };
   for (const std::string agg : {"token-mean", "seq-mean-token-mean"}) {
-    const auto a = weights_after(16, agg), b = weights_after(3, agg);
-    double max_diff = 0;
-    for (size_t i = 0; i < a.size(); ++i) max_diff = std::max(max_diff, (a[i] - b[i]).abs().max().item<double>());
-    EXPECT_LT(max_diff, 1e-6) << agg;
-    EXPECT_GT(max_diff, -1.0);
+    const auto whole = run_with(16, 0, agg);
+    for (const auto& [micro, tokens] : {std::pair<int64_t, int64_t>{3, 0}, {16, 60}}) {
+      const auto split = run_with(micro, tokens, agg);
+      double max_diff = 0;
+      for (size_t i = 0; i < whole.weights.size(); ++i)
+        max_diff = std::max(max_diff, (whole.weights[i] - split.weights[i]).abs().max().item<double>());
+      EXPECT_LT(max_diff, 1e-6) << agg << " micro " << micro << " tokens " << tokens;
+      EXPECT_GT(split.metrics.at("actor/micro_batches").get<double>(), 1.0);
+    }
   }
 }
 

@@ -182,11 +182,22 @@ at::Tensor gather_rows(const std::vector<Sequence>& seqs, const std::vector<int6
   return out;
 }
 
-std::vector<std::vector<int64_t>> chunks(const std::vector<int64_t>& items, int64_t size) {
+// The micro-batches of `items` (places in seqs): at most `rows` sequences each, in order. With a token budget,
+// longest first and each also capped at `tokens` padded tokens (rows x its longest), so sequences of like
+// length share a batch. Losses are normalised by batch-wide counts, so the split never changes the gradient;
+// it only decides how much padding the forward pays for.
+std::vector<std::vector<int64_t>> micro_batches(const std::vector<Sequence>& seqs, std::vector<int64_t> items,
+                                                int64_t rows, int64_t tokens) {
+  const auto length = [&](int64_t i) { return static_cast<int64_t>(seqs[i].prompt.size() + seqs[i].response.size()); };
+  if (tokens > 0)
+    std::stable_sort(items.begin(), items.end(), [&](int64_t a, int64_t b) { return length(a) > length(b); });
   std::vector<std::vector<int64_t>> out;
-  for (size_t i = 0; i < items.size(); i += static_cast<size_t>(size))
-    out.emplace_back(items.begin() + static_cast<std::ptrdiff_t>(i),
-                     items.begin() + static_cast<std::ptrdiff_t>(std::min(items.size(), i + static_cast<size_t>(size))));
+  int64_t longest = 0;
+  for (int64_t i : items) {
+    const auto n = out.empty() ? rows : static_cast<int64_t>(out.back().size());
+    if (n >= rows || (tokens > 0 && (n + 1) * longest > tokens)) out.emplace_back(), longest = length(i);
+    out.back().push_back(i);
+  }
   return out;
 }
 
@@ -773,20 +784,33 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   m["rollout/gen_batches"] = 1;
 
   // Meta rollouts and their predictions, for this rank's share of the prompts. Per-prompt vectors are indexed
-  // by the prompt's place b in the step (filled for this rank's b only); RNG streams are keyed on global places.
-  auto t0 = Clock::now();
+  // by the prompt's place b in the step (filled for this rank's b only). All of a step's rollouts draw from one
+  // seed; RNG streams are keyed on global places: solution prompt k on k, meta prompt b on B + b, audited
+  // gated prompt k on 2B + k.
+  const uint64_t rollout_seed = mix(seed, 0x501ull);
   const auto mine = my_share(B);
   std::vector<bool> is_mine(B, false);
   std::vector<rollout::Prompt> meta_prompts;
-  for (int64_t b : mine) meta_prompts.push_back({prepared_[indices[b]].meta_ids, c.meta_max_new_tokens, b}), is_mine[b] = true;
-  auto meta_samples = generate(meta_prompts, c.meta_n, mix(seed, 0x3E7Aull));
-  for (auto& s : meta_samples) s.prompt_index = mine[s.prompt_index];
-  const double t_meta = seconds_since(t0);
+  for (int64_t b : mine) {
+    meta_prompts.push_back({prepared_[indices[b]].meta_ids, c.meta_max_new_tokens, B + b, c.meta_n});
+    is_mine[b] = true;
+  }
+  std::vector<rollout::Sample> meta_samples;
   std::vector<std::vector<masa::MetaPrediction>> predictions(B);
   std::vector<std::vector<std::string>> meta_texts(B);
-  for (const auto& s : meta_samples) {
-    meta_texts[s.prompt_index].push_back(tok_->decode(s.tokens, /*skip_special=*/true));
-    predictions[s.prompt_index].push_back(masa::parse_meta(meta_texts[s.prompt_index].back(), parse));
+  auto predict = [&] {
+    for (auto& s : meta_samples) {
+      s.prompt_index = mine[s.prompt_index];
+      meta_texts[s.prompt_index].push_back(tok_->decode(s.tokens, /*skip_special=*/true));
+      predictions[s.prompt_index].push_back(masa::parse_meta(meta_texts[s.prompt_index].back(), parse));
+    }
+  };
+  double t_meta = 0;
+  auto t0 = Clock::now();
+  if (efficient) {
+    meta_samples = generate(meta_prompts, c.meta_n, rollout_seed);
+    t_meta = seconds_since(t0);
+    predict();
   }
 
   // Gating and cutoff. A sample of gated prompts is still solved at the full limit, outside the update, to
@@ -828,7 +852,7 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
     const int64_t k_all = gated[b] ? audits_all++ : K_all++;
     if (!is_mine[b]) continue;
     if (gated[b]) {
-      if (audited[b]) audit_prompts.push_back({prep.prompt_ids, limit, k_all}), audit_prompt.push_back(b);
+      if (audited[b]) audit_prompts.push_back({prep.prompt_ids, limit, 2 * B + k_all}), audit_prompt.push_back(b);
       continue;
     }
     std::vector<int32_t> ids = prep.prompt_ids;
@@ -848,10 +872,28 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
     solved_group.push_back(k_all);
   }
   t0 = Clock::now();
-  const auto sol_samples = generate(sol_prompts, cfg_.rollout.n, mix(seed, 0x501ull));
+  std::vector<rollout::Sample> sol_samples;
+  if (efficient) {
+    sol_samples = generate(sol_prompts, cfg_.rollout.n, rollout_seed);
+  } else {
+    // Spec 3.1 phase 1: nothing waits on the predictions, so meta and solution rollouts share one generation
+    // call and the meta path's decode steps overlap the solutions' instead of adding to them.
+    auto both = meta_prompts;
+    both.insert(both.end(), sol_prompts.begin(), sol_prompts.end());
+    const auto n_meta = static_cast<int64_t>(meta_prompts.size());
+    for (auto& s : generate(both, cfg_.rollout.n, rollout_seed)) {
+      if (s.prompt_index < n_meta) {
+        meta_samples.push_back(std::move(s));
+      } else {
+        s.prompt_index -= n_meta;
+        sol_samples.push_back(std::move(s));
+      }
+    }
+    predict();
+  }
   const double t_solve = seconds_since(t0);
   t0 = Clock::now();
-  const auto audit_samples = generate(audit_prompts, cfg_.rollout.n, mix(seed, 0x501ull));
+  const auto audit_samples = generate(audit_prompts, cfg_.rollout.n, rollout_seed);
   const double t_audit = seconds_since(t0);
   t_generate += t_meta + t_solve;
 
@@ -959,8 +1001,7 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   m["masa/meta_token_share"] = meta_tokens + sol_tokens > 0 ? meta_tokens / (meta_tokens + sol_tokens) : 0.0;
   m["masa/efficient"] = efficient;
   if (c.notion_feed_in) m["masa/notion_hints"] = sums[10];
-  m["time/meta_generate"] = t_meta;
-  m["time/solution_generate"] = t_solve;
+  if (efficient) m["time/meta_generate"] = t_meta, m["time/solution_generate"] = t_solve;
   m["time/masa_audit"] = t_audit;
   if (efficient) {
     const auto n_gated = static_cast<double>(std::count(gated.begin(), gated.end(), true));
@@ -1031,7 +1072,7 @@ std::map<std::string, double> Trainer::grpo_step() {
 
   std::vector<int64_t> all(N);
   std::iota(all.begin(), all.end(), 0);
-  const auto micro_batches = chunks(all, t.micro_batch_size);
+  const auto micros = micro_batches(seqs, all, t.micro_batch_size, t.micro_batch_tokens);
   const double temperature = cfg_.rollout.temperature > 0 ? cfg_.rollout.temperature : 1.0;
   const bool single_update = t.ppo_epochs == 1 && t.mini_batch_size >= N_global;
 
@@ -1046,7 +1087,7 @@ std::map<std::string, double> Trainer::grpo_step() {
     old_from_update = true;  // on-policy, one update: ratio is exactly 1 and the update's forward is the old pass
   } else {
     c10::NoGradGuard no_grad;
-    for (const auto& members : micro_batches) {
+    for (const auto& members : micros) {
       const auto mb = make_micro(seqs, members);
       if (g2rl) {
         const auto [grid, features] = response_logprobs_features(*model_, mb, temperature, bf16_);
@@ -1060,14 +1101,14 @@ std::map<std::string, double> Trainer::grpo_step() {
   if (g2rl && t.old_logprob == "rollout") {
     // The sampler's log-probs skip the trainer forward; G²RL still needs one (forward only) for Φ.
     c10::NoGradGuard no_grad;
-    for (const auto& members : micro_batches) {
+    for (const auto& members : micros) {
       const auto features = response_logprobs_features(*model_, make_micro(seqs, members), temperature, bf16_).second;
       for (size_t r = 0; r < members.size(); ++r) seqs[members[r]].features = features[static_cast<int64_t>(r)];
     }
   }
   if (reference_) {
     c10::NoGradGuard no_grad;
-    for (const auto& members : micro_batches) {
+    for (const auto& members : micros) {
       const auto mb = make_micro(seqs, members);
       store_rows(seqs, members, response_logprobs(*reference_, mb, temperature, bf16_).logp, &Sequence::ref_logp);
     }
@@ -1150,6 +1191,7 @@ std::map<std::string, double> Trainer::grpo_step() {
   std::vector<std::vector<int64_t>> minis(static_cast<size_t>(n_minis));
   for (int64_t i = 0; i < N; ++i) minis[static_cast<size_t>(order[i] / t.mini_batch_size)].push_back(i);
   int64_t updates = 0;
+  double forward_slots = 0, n_micro = 0;  // the update's token slots, padding included, and its micro-batches
   for (int64_t epoch = 0; epoch < t.ppo_epochs; ++epoch) {
     for (const auto& mini : minis) {
       algo::AggregationScale scale;
@@ -1164,8 +1206,9 @@ std::map<std::string, double> Trainer::grpo_step() {
       scale.loss_scale_factor =
           a.loss_scale_factor > 0 ? a.loss_scale_factor : static_cast<double>(cfg_.rollout.max_new_tokens);
       double loss_value = 0;
-      for (const auto& members : chunks(mini, t.micro_batch_size)) {
+      for (const auto& members : micro_batches(seqs, mini, t.micro_batch_size, t.micro_batch_tokens)) {
         const auto mb = make_micro(seqs, members);
+        forward_slots += static_cast<double>(mb.ids.numel()), ++n_micro;
         const auto out = response_logprobs(*model_, mb, temperature, bf16_);
         const auto old = old_from_update ? out.logp.detach() : gather_rows(seqs, members, mb.width, &Sequence::old_logp);
         std::vector<float> adv_rows;
@@ -1221,9 +1264,13 @@ std::map<std::string, double> Trainer::grpo_step() {
   acc.write(m);
   const double t_update = seconds_since(t0);
   expert_sft_step(m);
-  std::array<double, 3> totals{resp_tokens, prompt_tokens, truncated};
+  std::array<double, 5> totals{resp_tokens, prompt_tokens, truncated, forward_slots, n_micro};
   comm_->all_reduce(totals.data(), totals.size(), dist::DType::kFloat64, dist::ReduceOp::kSum);
   m["actor/updates"] = static_cast<double>(updates);
+  m["actor/micro_batches"] = totals[4];
+  // The share of the update's forward spent on padding (train.micro_batch_tokens lowers it).
+  const double real_slots = static_cast<double>(t.ppo_epochs) * (totals[0] + totals[1]);
+  m["actor/padding_frac"] = totals[3] > 0 ? 1.0 - real_slots / totals[3] : 0.0;
   m["response_length/mean"] = totals[0] / static_cast<double>(N_global);
   m["rollout/solution_tokens"] = solution_tokens;  // in the update (MASA's audit rollouts excluded)
   m["response_length/max"] = max_len;
@@ -1256,7 +1303,8 @@ double Trainer::sft_update(const std::vector<SftExample>& examples) {
   for (const auto& q : seqs) scale.global_tokens += static_cast<double>(q.response.size());
   scale.global_tokens = dist::all_reduce_sum(*comm_, scale.global_tokens);
   double loss_value = 0;
-  for (const auto& members : chunks(all, cfg_.train.micro_batch_size)) {
+  const auto& t = cfg_.train;
+  for (const auto& members : micro_batches(seqs, all, t.micro_batch_size, t.micro_batch_tokens)) {
     const auto mb = make_micro(seqs, members);
     const auto out = response_logprobs(*model_, mb, 1.0, bf16_);
     const auto loss = algo::aggregate_loss(-out.logp, mb.mask, "token-mean", scale);

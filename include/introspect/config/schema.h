@@ -177,6 +177,7 @@ struct TrainConfig {
   int64_t prompts_per_step = 32;
   int64_t mini_batch_size = 256;
   int64_t micro_batch_size = 8;
+  int64_t micro_batch_tokens = 0;
   int64_t ppo_epochs = 1;
   double lr = 1e-6;
   double weight_decay = 0.01;
@@ -203,6 +204,11 @@ struct TrainConfig {
     v.field("mini_batch_size", mini_batch_size, "Sequences per PPO update, over all ranks", Range::at_least(1));
     v.field("micro_batch_size", micro_batch_size,
             "Sequences per forward/backward on one rank (gradient accumulation)", Range::at_least(1));
+    v.field("micro_batch_tokens", micro_batch_tokens,
+            "When above 0, sort each batch's sequences by length and also cap each micro-batch at this many padded "
+            "tokens (rows x its longest sequence), so short sequences (MASA's meta rollouts) are not padded to the "
+            "longest; verl's use_dynamic_bsz. The gradient is unchanged. 0 keeps sequences in order",
+            Range::at_least(0));
     v.field("ppo_epochs", ppo_epochs, "Passes over each step's rollouts", Range::at_least(1));
     v.field("lr", lr, "AdamW learning rate", Range::above(0));
     v.field("weight_decay", weight_decay, "AdamW decoupled weight decay", Range::at_least(0));

@@ -783,10 +783,10 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   const auto parse = masa::parse_options(c, limit);
   m["rollout/gen_batches"] = 1;
 
-  // Meta rollouts and their predictions, for this rank's share of the prompts. Per-prompt vectors are indexed
-  // by the prompt's place b in the step (filled for this rank's b only). All of a step's rollouts draw from one
-  // seed; RNG streams are keyed on global places: solution prompt k on k, meta prompt b on B + b, audited
-  // gated prompt k on 2B + k.
+  // Meta prompts (in the efficient phase also their rollouts and predictions), for this rank's share of the
+  // prompts. Per-prompt vectors are indexed by the prompt's place b in the step (filled for this rank's b only).
+  // All of a step's rollouts draw from one seed; RNG streams are keyed on global places: solution prompt k on k,
+  // meta prompt b on B + b, audited gated prompt k on 2B + k.
   const uint64_t rollout_seed = mix(seed, 0x501ull);
   const auto mine = my_share(B);
   std::vector<bool> is_mine(B, false);
@@ -889,9 +889,9 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
         sol_samples.push_back(std::move(s));
       }
     }
-    predict();
   }
   const double t_solve = seconds_since(t0);
+  if (!efficient) predict();
   t0 = Clock::now();
   const auto audit_samples = generate(audit_prompts, cfg_.rollout.n, rollout_seed);
   const double t_audit = seconds_since(t0);

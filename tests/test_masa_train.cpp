@@ -209,6 +209,39 @@ TEST_F(MasaTrain, GatingSkipsConfidentPromptsAndTheAuditFindsThemZeroVariance) {
   EXPECT_EQ(audited_zero, gated);  // every gated prompt really is zero-variance
 }
 
+// Under token-mean, gating a fraction f of the prompts would scale the step by about 1/(1-f): the gated groups,
+// which GRPO would have trained with advantage 0, leave the denominator. masa.gated_loss_norm=counted keeps them
+// there (their meta tokens and n solutions of their predicted length); kept divides by the trained tokens only.
+// Both runs draw the same rollouts, so the loss and the gradient differ by exactly T / (T + absent).
+TEST_F(MasaTrain, GatedPromptsStayInTheTokenMeanWhenCounted) {
+  auto run = [&](const std::string& norm) {
+    auto c = masa_run("norm_" + norm);
+    c.train.total_steps = 1;
+    c.masa.efficient = true;
+    c.masa.efficient_start_step = 0;
+    c.masa.cutoff_scale = 0;
+    c.masa.gated_loss_norm = norm;
+    train::run(c);
+    return read_jsonl(fs::path(c.run.out_dir) / "metrics.jsonl").at(0);
+  };
+  const auto counted = run("counted"), kept = run("kept");
+  const double gated = counted.at("masa/gated");
+  ASSERT_GT(gated, 0);  // the warm start predicts 0/8 for guesses
+  EXPECT_EQ(kept.at("masa/gated").get<double>(), gated);
+  EXPECT_FALSE(kept.contains("masa/gated_absent_tokens"));
+  const double absent = counted.at("masa/gated_absent_tokens");
+  // Each gated prompt: 4 solutions of the predicted 7 tokens, plus its 4 meta rollouts.
+  EXPECT_GE(absent, gated * (4 * 7 + 4));
+  EXPECT_LE(absent, gated * 4 * (7 + 40));
+  const double trained = kept.at("response_length/mean").get<double>() * kept.at("masa/kept").get<double>() * (4 + 4);
+  const double ratio = trained / (trained + absent);
+  for (const char* k : {"actor/pg_loss", "actor/grad_norm"}) {
+    EXPECT_NEAR(counted.at(k).get<double>(), ratio * kept.at(k).get<double>(), 1e-4 * std::abs(kept.at(k).get<double>()))
+        << k;
+  }
+  EXPECT_LT(ratio, 0.95);
+}
+
 // introspect analyze masa-gate on the warm start's unseen problems: every verdict and count is rebuilt here from
 // the spec's rule (std_pop < σ and the mean rounds to 0 or 8 of 8, at least half the predictions valid) and the
 // meta texts' JSON. The warm start predicts 0/8 for guesses (never solved) and 4/8 for the rest, so the gate must

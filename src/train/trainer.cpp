@@ -269,6 +269,9 @@ class Trainer {
   bool lead_ = true;  // rank 0: the one that writes files
   std::unique_ptr<dist::DistributedAdamW> optimizer_;
   double lr_ = 0;  // this step's learning rate
+  // MASA's gated prompts as the zero-advantage tokens and sequences GRPO would have trained (over all ranks);
+  // the update counts them in its token-mean (masa.gated_loss_norm=counted). Zero outside a gated step.
+  std::array<double, 2> gated_absent_{0, 0};
   std::unique_ptr<reward::RewardSet> rewards_, meta_rewards_;
   std::vector<SftExample> expert_buffer_;  // MASA expert meta trajectories waiting for their SFT step
   io::Dataset train_set_, eval_set_;
@@ -1020,6 +1023,19 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
       const double true_positives = precision * n_gated;
       if (true_positives + kept_zero > 0) m["masa/gate_recall"] = true_positives / (true_positives + kept_zero);
     }
+    if (c.gated_loss_norm == "counted") {
+      // Each gated prompt: its meta rollouts as generated, and n solutions of its mean predicted length.
+      for (const auto& s : meta_samples)
+        if (gated[s.prompt_index]) gated_absent_[0] += static_cast<double>(s.tokens.size()), ++gated_absent_[1];
+      for (int64_t b : mine)
+        if (gated[b]) {
+          const int64_t length = masa::cutoff_tokens(predictions[b], 1.0, 1, limit);
+          gated_absent_[0] += static_cast<double>(length * cfg_.rollout.n);
+          gated_absent_[1] += static_cast<double>(cfg_.rollout.n);
+        }
+      comm_->all_reduce(gated_absent_.data(), gated_absent_.size(), dist::DType::kFloat64, dist::ReduceOp::kSum);
+      m["masa/gated_absent_tokens"] = gated_absent_[0];
+    }
     m["masa/cutoff_mean"] = K_all ? caps[0] / static_cast<double>(K_all) : 0.0;
     m["masa/cutoff_budget_saved"] = caps[1];
     m["masa/cutoff_truncated_frac"] = cut_truncated / n_sol;
@@ -1056,6 +1072,7 @@ std::map<std::string, double> Trainer::grpo_step() {
   const auto step_start = Clock::now();
   std::map<std::string, double> m;
   double t_generate = 0, t_score = 0;
+  gated_absent_ = {0, 0};
 
   // 1-3. Sample prompts, generate and score their rollouts.
   std::vector<Sequence> seqs =
@@ -1192,6 +1209,11 @@ std::map<std::string, double> Trainer::grpo_step() {
   for (int64_t i = 0; i < N; ++i) minis[static_cast<size_t>(order[i] / t.mini_batch_size)].push_back(i);
   int64_t updates = 0;
   double forward_slots = 0, n_micro = 0;  // the update's token slots, padding included, and its micro-batches
+  // Gated MASA prompts' absent tokens and sequences, spread over the mini-batches in proportion to their own.
+  std::array<double, 2> batch_counts{resp_tokens, 0};
+  for (const auto& q : seqs) batch_counts[1] += q.response.empty() ? 0 : 1;
+  if (gated_absent_[0] > 0)
+    comm_->all_reduce(batch_counts.data(), 2, dist::DType::kFloat64, dist::ReduceOp::kSum);
   for (int64_t epoch = 0; epoch < t.ppo_epochs; ++epoch) {
     for (const auto& mini : minis) {
       algo::AggregationScale scale;
@@ -1201,6 +1223,8 @@ std::map<std::string, double> Trainer::grpo_step() {
         counts[1] += seqs[i].response.empty() ? 0 : 1;
       }
       comm_->all_reduce(counts.data(), 2, dist::DType::kFloat64, dist::ReduceOp::kSum);
+      for (int j = 0; j < 2; ++j)
+        if (gated_absent_[j] > 0 && batch_counts[j] > 0) counts[j] *= 1.0 + gated_absent_[j] / batch_counts[j];
       scale.global_tokens = counts[0];
       scale.global_sequences = counts[1];
       scale.loss_scale_factor =

@@ -413,6 +413,7 @@ struct MasaConfig {
   std::string gate_rule = "rounded";
   double gate_min_valid_frac = 0.5;
   double gate_audit_frac = 0.0;
+  std::string gated_loss_norm = "counted";
   double cutoff_scale = 2.0;
   int64_t cutoff_min_tokens = 128;
   bool notion_feed_in = false;
@@ -459,6 +460,12 @@ struct MasaConfig {
     v.field("gate_audit_frac", gate_audit_frac,
             "Fraction of gated prompts still rolled out (outside the update) to measure gating precision",
             Range::unit());
+    v.choice("gated_loss_norm", gated_loss_norm,
+             "What the update's token-mean divides by when prompts are gated: counted (gated prompts count as the "
+             "zero-advantage groups GRPO would have trained: their meta tokens and rollout.n solutions of their mean "
+             "predicted length), so gating does not scale the step up; or kept (only the trained tokens, as verl "
+             "would do: gating a fraction f multiplies the step by about 1/(1-f)). The spec is silent [inferred]",
+             {"counted", "kept"});
     v.field("cutoff_scale", cutoff_scale,
             "Early cutoff: solution rollouts stop at this times the mean predicted length (0 turns cutoff off)",
             Range::at_least(0));

@@ -75,6 +75,11 @@ TEST(Masa, NoCorrectRolloutRewardsOnlyPredictingZero) {
   EXPECT_DOUBLE_EQ(zero.total(), 1.0 / 3.0);
   EXPECT_NEAR(score_meta(prediction(8, 100, {}), e.problem, e, {}).difficulty, 0.01, 1e-12);
   EXPECT_FALSE(expert_target(prediction(0, 100, {}), e, false).has_value());
+  // masa.expert_sft.unsolved=zero: the true pass rate 0, and the prediction's own length (there is no true one).
+  EXPECT_EQ(expert_target(prediction(6, 120, {}), e, false, true),
+            "<meta></meta>\n{\"math_notion\":[],\"pass_rate\":0,\"solution_length\":120}");
+  EXPECT_FALSE(expert_target(prediction(6, {}, {}), e, false, true).has_value());
+  EXPECT_FALSE(expert_target(prediction(6, 120, {}), SolutionEvidence{}, false, true).has_value());  // no rollouts
 }
 
 TEST(Masa, ExactlyOneCorrectRolloutInclusiveAgainstStrictBounds) {

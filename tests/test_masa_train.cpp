@@ -369,6 +369,28 @@ TEST_F(MasaTrain, ExpertSftRunsWhenTheBufferFills) {
   EXPECT_GT(sft_steps, 0);  // some prompt had a correct solution, so a corrected target
 }
 
+// A prompt with no correct solution still has a true pass rate, 0: masa.expert_sft.unsolved=zero targets it,
+// skip leaves it out, so the expert data never says "unsolvable". The toy's guesses are never solved.
+TEST_F(MasaTrain, ExpertSftTargetsUnsolvedPromptsWithPassRateZero) {
+  auto run = [&](const std::string& unsolved) {
+    auto c = masa_run("unsolved_" + unsolved);
+    c.masa.expert_sft.enabled = true;
+    c.masa.expert_sft.buffer_size = 1000;  // never fills: the buffer counts the targets
+    c.masa.expert_sft.min_notion_score = 0;
+    c.masa.expert_sft.unsolved = unsolved;
+    c.train.total_steps = 1;
+    train::run(c);
+    const auto s = read_jsonl(fs::path(c.run.out_dir) / "metrics.jsonl").at(0);
+    return std::make_pair(s.at("masa/expert_buffer").get<double>(), s.at("accuracy").get<double>());
+  };
+  const auto [zero, accuracy] = run("zero");
+  const auto [skip, same_accuracy] = run("skip");
+  EXPECT_EQ(accuracy, same_accuracy);  // the same rollouts
+  EXPECT_LE(zero, 8.0);  // at most one target per prompt of the step
+  EXPECT_GT(skip, 0.0);
+  EXPECT_LT(skip, zero);
+}
+
 TEST_F(MasaTrain, RefusedCombinationsNameTheKeys) {
   auto c = masa_run("refused");
   c.g2rl.enabled = true;

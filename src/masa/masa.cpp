@@ -274,16 +274,17 @@ std::string with_notion_hint(std::string_view problem, const std::vector<std::st
 }
 
 std::optional<std::string> expert_target(const MetaPrediction& prediction, const reward::SolutionEvidence& solutions,
-                                         bool midpoint_length) {
+                                         bool midpoint_length, bool unsolved_as_zero) {
   std::vector<int64_t> lengths;
   for (size_t i = 0; i < solutions.correct.size(); ++i)
     if (solutions.correct[i]) lengths.push_back(solutions.lengths[i]);
-  if (lengths.empty()) return std::nullopt;
+  if (solutions.correct.empty() || (lengths.empty() && !(unsolved_as_zero && prediction.length))) return std::nullopt;
   std::sort(lengths.begin(), lengths.end());
   const size_t m = lengths.size();
-  const int64_t length = midpoint_length ? (lengths.front() + lengths.back() + 1) / 2
-                         : m % 2        ? lengths[m / 2]
-                                        : (lengths[m / 2 - 1] + lengths[m / 2] + 1) / 2;
+  const int64_t length = m == 0          ? *prediction.length
+                         : midpoint_length ? (lengths.front() + lengths.back() + 1) / 2
+                         : m % 2           ? lengths[m / 2]
+                                           : (lengths[m / 2 - 1] + lengths[m / 2] + 1) / 2;
   const double p = static_cast<double>(m) / static_cast<double>(solutions.correct.size());
   // nlohmann orders keys alphabetically, which is the prompt's order and the strict parser's expected form.
   const json facts{{"math_notion", prediction.notions.value_or(std::vector<std::string>{})},

@@ -1055,7 +1055,8 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
       }
       if (best < 0 || best_notion < c.expert_sft.min_notion_score) continue;
       const auto target =
-          masa::expert_target(predictions[b][best], *evidence[k], c.expert_sft.target_length == "midpoint");
+          masa::expert_target(predictions[b][best], *evidence[k], c.expert_sft.target_length == "midpoint",
+                              c.expert_sft.unsolved == "zero");
       if (!target) continue;
       SftExample ex{prepared_[indices[b]].meta_ids, tok_->encode(*target, false), step_ * B + solved_group[k]};
       if (tok_->eos_id()) ex.target.push_back(*tok_->eos_id());

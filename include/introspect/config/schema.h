@@ -374,6 +374,7 @@ struct MasaExpertSftConfig {
   double lr = 1e-6;
   double min_notion_score = 0.2;
   std::string target_length = "median";
+  std::string unsolved = "zero";
 
   void visit(ConfigVisitor& v) {
     v.field("enabled", enabled,
@@ -386,6 +387,12 @@ struct MasaExpertSftConfig {
     v.choice("target_length", target_length,
              "solution_length written into the corrected JSON: median or midpoint of the correct rollouts' lengths",
              {"median", "midpoint"});
+    v.choice("unsolved", unsolved,
+             "Prompts with no correct solution rollout: zero (target pass_rate 0 with the rollout's own "
+             "solution_length, as the official code trains p = 0; skipped when it predicted no length) or skip (the "
+             "spec's recommendation [inferred]; the expert data then never holds pass_rate 0, which on the toy "
+             "biased the predictor upward)",
+             {"skip", "zero"});
   }
 };
 

@@ -370,25 +370,39 @@ TEST_F(MasaTrain, ExpertSftRunsWhenTheBufferFills) {
 }
 
 // A prompt with no correct solution still has a true pass rate, 0: masa.expert_sft.unsolved=zero targets it,
-// skip leaves it out, so the expert data never says "unsolvable". The toy's guesses are never solved.
+// skip leaves it out, so the expert data never says "unsolvable". The toy's guesses are never solved, and its
+// notions never score, so the default notion threshold (0.2) leaves only unsolved prompts, which zero exempts.
+// An unsolved prompt whose rollouts the early cutoff stopped is no evidence of pass rate 0: never a target.
 TEST_F(MasaTrain, ExpertSftTargetsUnsolvedPromptsWithPassRateZero) {
-  auto run = [&](const std::string& unsolved) {
-    auto c = masa_run("unsolved_" + unsolved);
+  auto run = [&](const std::string& unsolved, double min_notion_score, bool tight_cutoff) {
+    auto c = masa_run("unsolved_" + unsolved + std::to_string(min_notion_score) + (tight_cutoff ? "_cut" : ""));
     c.masa.expert_sft.enabled = true;
     c.masa.expert_sft.buffer_size = 1000;  // never fills: the buffer counts the targets
-    c.masa.expert_sft.min_notion_score = 0;
+    c.masa.expert_sft.min_notion_score = min_notion_score;
     c.masa.expert_sft.unsolved = unsolved;
+    if (tight_cutoff) {
+      c.masa.efficient = true;
+      c.masa.efficient_start_step = 0;
+      c.masa.gate_sigma = 0;  // nothing gated: every prompt is solved under its cutoff
+      c.masa.cutoff_scale = 0.01;
+      c.masa.cutoff_min_tokens = 1;
+    }
     c.train.total_steps = 1;
     train::run(c);
     const auto s = read_jsonl(fs::path(c.run.out_dir) / "metrics.jsonl").at(0);
     return std::make_pair(s.at("masa/expert_buffer").get<double>(), s.at("accuracy").get<double>());
   };
-  const auto [zero, accuracy] = run("zero");
-  const auto [skip, same_accuracy] = run("skip");
+  const auto [zero, accuracy] = run("zero", 0, false);
+  const auto [skip, same_accuracy] = run("skip", 0, false);
   EXPECT_EQ(accuracy, same_accuracy);  // the same rollouts
-  EXPECT_LE(zero, 8.0);  // at most one target per prompt of the step
+  EXPECT_LE(zero, 8.0);                // at most one target per prompt of the step
   EXPECT_GT(skip, 0.0);
   EXPECT_LT(skip, zero);
+  const auto unsolved_only = run("zero", 0.2, false).first;
+  EXPECT_EQ(run("skip", 0.2, false).first, 0.0);
+  EXPECT_GT(unsolved_only, 0.0);
+  EXPECT_EQ(unsolved_only, zero - skip);
+  EXPECT_EQ(run("zero", 0.2, true).first, 0.0);
 }
 
 TEST_F(MasaTrain, RefusedCombinationsNameTheKeys) {

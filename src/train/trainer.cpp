@@ -1045,15 +1045,28 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   if (c.expert_sft.enabled) {
     for (int64_t k = 0; k < K; ++k) {
       const int64_t b = solved_prompt[k];
-      const std::string_view excluded(meta_groups[k].prompt);
+      const auto& correct = evidence[k]->correct;
       int64_t best = -1;
-      double best_notion = -1;
-      for (size_t r = 0; r < predictions[b].size(); ++r) {
-        const auto& p = predictions[b][r];
-        const double score = p.notions ? masa::notion_score(*p.notions, excluded, *evidence[k]) : 0.0;
-        if (score > best_notion) best_notion = score, best = static_cast<int64_t>(r);
+      if (std::find(correct.begin(), correct.end(), true) == correct.end()) {
+        // Unsolved: the true pass rate is 0 and every notion score is 0, so the notion threshold cannot pick; take
+        // the first rollout that predicted a length. Skipped when the early cutoff stopped a rollout: the 0 may be
+        // the cutoff's rather than the problem's.
+        const auto& rs = sol_groups[k].responses;
+        const bool cut = cap[b] < limit && std::any_of(rs.begin(), rs.end(), [](const auto& r) { return r.truncated; });
+        if (c.expert_sft.unsolved != "zero" || cut) continue;
+        for (size_t r = 0; r < predictions[b].size() && best < 0; ++r)
+          if (predictions[b][r].length) best = static_cast<int64_t>(r);
+        if (best < 0) continue;
+      } else {
+        const std::string_view excluded(meta_groups[k].prompt);
+        double best_notion = -1;
+        for (size_t r = 0; r < predictions[b].size(); ++r) {
+          const auto& p = predictions[b][r];
+          const double score = p.notions ? masa::notion_score(*p.notions, excluded, *evidence[k]) : 0.0;
+          if (score > best_notion) best_notion = score, best = static_cast<int64_t>(r);
+        }
+        if (best < 0 || best_notion < c.expert_sft.min_notion_score) continue;
       }
-      if (best < 0 || best_notion < c.expert_sft.min_notion_score) continue;
       const auto target =
           masa::expert_target(predictions[b][best], *evidence[k], c.expert_sft.target_length == "midpoint",
                               c.expert_sft.unsolved == "zero");

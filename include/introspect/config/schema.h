@@ -388,10 +388,11 @@ struct MasaExpertSftConfig {
              "solution_length written into the corrected JSON: median or midpoint of the correct rollouts' lengths",
              {"median", "midpoint"});
     v.choice("unsolved", unsolved,
-             "Prompts with no correct solution rollout: zero (target pass_rate 0 with the rollout's own "
-             "solution_length, as the official code trains p = 0; skipped when it predicted no length) or skip (the "
-             "spec's recommendation [inferred]; the expert data then never holds pass_rate 0, which on the toy "
-             "biased the predictor upward)",
+             "Prompts with no correct solution rollout: zero (target pass_rate 0 with the first meta rollout that "
+             "predicted a length, its length kept; exempt from min_notion_score, since no notion can score without "
+             "a correct rollout; skipped when the early cutoff stopped a rollout) or skip (the spec's "
+             "recommendation [inferred] and, through the notion threshold, the official code's behaviour; the "
+             "expert data then never holds pass_rate 0, which on the toy biased the predictor upward)",
              {"skip", "zero"});
   }
 };

@@ -76,10 +76,16 @@ TEST(Masa, NoCorrectRolloutRewardsOnlyPredictingZero) {
   EXPECT_NEAR(score_meta(prediction(8, 100, {}), e.problem, e, {}).difficulty, 0.01, 1e-12);
   EXPECT_FALSE(expert_target(prediction(0, 100, {}), e, false).has_value());
   // masa.expert_sft.unsolved=zero: the true pass rate 0, and the prediction's own length (there is no true one).
-  EXPECT_EQ(expert_target(prediction(6, 120, {}), e, false, true),
+  const std::pair<int64_t, int64_t> range{100, 8192};
+  EXPECT_EQ(expert_target(prediction(6, 120, {}), e, false, range),
             "<meta></meta>\n{\"math_notion\":[],\"pass_rate\":0,\"solution_length\":120}");
-  EXPECT_FALSE(expert_target(prediction(6, {}, {}), e, false, true).has_value());
-  EXPECT_FALSE(expert_target(prediction(6, 120, {}), SolutionEvidence{}, false, true).has_value());  // no rollouts
+  // Strict parsing keeps a length as written; the target clamps it into the range as tolerant parsing would.
+  EXPECT_EQ(expert_target(prediction(6, 99999, {}), e, false, range),
+            "<meta></meta>\n{\"math_notion\":[],\"pass_rate\":0,\"solution_length\":8192}");
+  EXPECT_EQ(expert_target(prediction(6, 3, {}), e, false, range),
+            "<meta></meta>\n{\"math_notion\":[],\"pass_rate\":0,\"solution_length\":100}");
+  EXPECT_FALSE(expert_target(prediction(6, {}, {}), e, false, range).has_value());
+  EXPECT_FALSE(expert_target(prediction(6, 120, {}), SolutionEvidence{}, false, range).has_value());  // no rollouts
 }
 
 TEST(Masa, ExactlyOneCorrectRolloutInclusiveAgainstStrictBounds) {

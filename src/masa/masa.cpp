@@ -274,14 +274,16 @@ std::string with_notion_hint(std::string_view problem, const std::vector<std::st
 }
 
 std::optional<std::string> expert_target(const MetaPrediction& prediction, const reward::SolutionEvidence& solutions,
-                                         bool midpoint_length, bool unsolved_as_zero) {
+                                         bool midpoint_length,
+                                         std::optional<std::pair<int64_t, int64_t>> unsolved_length_range) {
   std::vector<int64_t> lengths;
   for (size_t i = 0; i < solutions.correct.size(); ++i)
     if (solutions.correct[i]) lengths.push_back(solutions.lengths[i]);
-  if (solutions.correct.empty() || (lengths.empty() && !(unsolved_as_zero && prediction.length))) return std::nullopt;
+  if (solutions.correct.empty() || (lengths.empty() && !(unsolved_length_range && prediction.length))) return std::nullopt;
   std::sort(lengths.begin(), lengths.end());
   const size_t m = lengths.size();
-  const int64_t length = m == 0          ? *prediction.length
+  const int64_t length = m == 0 ? std::clamp(*prediction.length, unsolved_length_range->first,
+                                             std::max(unsolved_length_range->first, unsolved_length_range->second))
                          : midpoint_length ? (lengths.front() + lengths.back() + 1) / 2
                          : m % 2           ? lengths[m / 2]
                                            : (lengths[m / 2 - 1] + lengths[m / 2] + 1) / 2;

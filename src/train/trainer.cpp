@@ -1043,6 +1043,10 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
 
   // Expert meta trajectories (spec 3.5): each prompt's best-notion meta rollout with its JSON corrected.
   if (c.expert_sft.enabled) {
+    // An unsolved prompt's target keeps its predicted length, clamped as tolerant parsing would have.
+    const auto unsolved_length_range = c.expert_sft.unsolved == "zero"
+                                           ? std::optional(std::pair(parse.min_length, parse.max_length))
+                                           : std::nullopt;
     for (int64_t k = 0; k < K; ++k) {
       const int64_t b = solved_prompt[k];
       const auto& correct = evidence[k]->correct;
@@ -1069,7 +1073,7 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
       }
       const auto target =
           masa::expert_target(predictions[b][best], *evidence[k], c.expert_sft.target_length == "midpoint",
-                              c.expert_sft.unsolved == "zero");
+                              unsolved_length_range);
       if (!target) continue;
       SftExample ex{prepared_[indices[b]].meta_ids, tok_->encode(*target, false), step_ * B + solved_group[k]};
       if (tok_->eos_id()) ex.target.push_back(*tok_->eos_id());

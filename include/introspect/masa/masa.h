@@ -89,10 +89,12 @@ std::string with_notion_hint(std::string_view problem, const std::vector<std::st
 
 // Expert meta-SFT target (spec 3.5, recommended form): "<meta>reasoning</meta>\n" plus a compact JSON with the
 // prediction's notions, the true pass rate round(8p) and the median (or midpoint) correct length. When no
-// solution rollout is correct: nullopt, or with unsolved_as_zero pass rate 0 and the prediction's own length
-// (nullopt if it has none).
+// solution rollout is correct: nullopt, or with unsolved_length_range pass rate 0 and the prediction's own length
+// clamped into that range (nullopt if it has none). The clamp matters under strict parsing, which keeps a predicted
+// length as written.
 std::optional<std::string> expert_target(const MetaPrediction& prediction, const reward::SolutionEvidence& solutions,
-                                         bool midpoint_length, bool unsolved_as_zero = false);
+                                         bool midpoint_length,
+                                         std::optional<std::pair<int64_t, int64_t>> unsolved_length_range = {});
 
 // The `masa` reward module: scores meta groups (each must carry `solutions`). Metrics: the three components,
 // parse and per-component valid rates, predicted and true pass rate and length, |p - p_hat|.

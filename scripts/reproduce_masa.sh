@@ -4,6 +4,11 @@
 # held-out problems (introspect analyze masa-gate), and MASA-efficient runs once more with the early cutoff off.
 # Writes runs/masa-repro/table.md and PNG plots.
 # Usage: scripts/reproduce_masa.sh [extra overrides for all runs, e.g. train.total_steps=60]
+# Environment: MASA_REPRO_OUT (the output folder), MASA_REPRO_SEEDS (default "1 2 3"), MASA_REPRO_VARIANTS (a subset
+# of "grpo masa masa-efficient masa-efficient-nocutoff"), MASA_REPRO_DEMO (extra warm-start overrides). The toy with
+# long solutions, where the meta path is a small share of rollout tokens as in the paper:
+#   MASA_REPRO_DEMO=demo.masa_working=true scripts/reproduce_masa.sh rollout.max_new_tokens=192 \
+#     masa.cutoff_min_tokens=60 train.total_steps=200 masa.efficient_start_step=100 train.eval_every=10
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
@@ -12,14 +17,16 @@ bin="${INTROSPECT_BIN:-build/bin/introspect}"
 [[ -x "$bin" ]] || scripts/build.sh
 out="${MASA_REPRO_OUT:-runs/masa-repro}"
 mkdir -p "$out"
-for seed in 1 2 3; do
+variants="${MASA_REPRO_VARIANTS:-grpo masa masa-efficient masa-efficient-nocutoff}"
+read -r -a demo_overrides <<< "${MASA_REPRO_DEMO:-}"
+for seed in ${MASA_REPRO_SEEDS:-1 2 3}; do
   d="$out/seed$seed"
   mkdir -p "$d"
   # The warm start: the demo's SFT phase on the MASA toy (its GRPO phase is cut to one step and not used).
   "$bin" train --out "$d/demo" demo.task=masa demo.sft_steps=1500 demo.grpo_steps=1 train.seed=$seed \
-    log.progress=off > "$d.demo.log" 2>&1
+    log.progress=off "${demo_overrides[@]}" > "$d.demo.log" 2>&1
   # The last run is the cutoff ablation: MASA-efficient with the early cutoff off, everything else the same.
-  for variant in grpo masa masa-efficient masa-efficient-nocutoff; do
+  for variant in $variants; do
     ablation=()
     [[ "$variant" == *-nocutoff ]] && ablation=(masa.cutoff_scale=0)
     "$bin" train --config "configs/masa/toy-${variant%-nocutoff}.yaml" --out "$d/$variant" train.seed=$seed \
@@ -29,6 +36,7 @@ for seed in 1 2 3; do
   done
   # The trained policies' gate on the unseen held-out problems (the paper's Fig. 5a protocol), with the shipped gate.
   for variant in masa masa-efficient; do
+    [[ " $variants " == *" $variant "* ]] || continue
     "$bin" analyze masa-gate --config configs/masa/toy-masa-efficient.yaml --model "$d/$variant/export" \
       --data "$d/demo/data/heldout.jsonl" --out "$d/$variant/gate" log.progress=off "$@" > "$d.$variant.gate.log" 2>&1 ||
       echo "seed $seed $variant: gate analysis failed, see $d.$variant.gate.log"

@@ -390,6 +390,46 @@ TEST(Demo, MasaTaskHasGuessesFlipsAndReversals) {
   EXPECT_EQ(metas, 1000);
 }
 
+// demo.masa_working: the same problems, but each clean solution first spells out the digits it boxes (a guess or
+// flip spells its problem's digits), so solutions are several times as long as meta answers, as in the paper.
+TEST(Demo, MasaWorkingSpellsTheDigitsBeforeTheAnswer) {
+  ScratchDir plain_dir, working_dir;
+  config::DemoConfig demo;
+  demo.heldout = 20;
+  demo.train_problems = 300;
+  train::write_masa_task(plain_dir.path(), demo, 3);
+  demo.masa_working = true;
+  train::write_masa_task(working_dir.path(), demo, 3);
+  EXPECT_EQ(read_jsonl(plain_dir.path() / "train.jsonl"), read_jsonl(working_dir.path() / "train.jsonl"));
+  EXPECT_EQ(read_jsonl(plain_dir.path() / "heldout.jsonl"), read_jsonl(working_dir.path() / "heldout.jsonl"));
+  static const char* const words[] = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"};
+  // Byte-level text: a byte is a token, so the lengths compare as tokens do.
+  auto solution_bytes = [](const fs::path& sft) {
+    double bytes = 0;
+    for (const auto& row : read_jsonl(sft))
+      if (row["problem"].get<std::string>().rfind("meta ", 0) != 0) bytes += row["solution"].get<std::string>().size();
+    return bytes;
+  };
+  EXPECT_GT(solution_bytes(working_dir.path() / "sft.jsonl"), 5 * solution_bytes(plain_dir.path() / "sft.jsonl"));
+  int clean = 0;
+  for (const auto& row : read_jsonl(working_dir.path() / "sft.jsonl")) {
+    const std::string problem = row["problem"], solution = row["solution"], answer = row["answer"];
+    if (problem.rfind("meta ", 0) == 0) {
+      const int64_t length = json::parse(solution.substr(solution.find('{')))["solution_length"];
+      EXPECT_GE(length, 40) << solution;  // uninformed, but on the scale of the working solutions
+      EXPECT_LE(length, 139) << solution;
+      continue;
+    }
+    const std::string kind = problem.substr(0, problem.find(' ')), number = problem.substr(problem.find(' ') + 1);
+    if (kind == "reverse" && number.size() > 3) continue;  // noisy on purpose
+    std::string working;
+    for (char c : kind == "reverse" ? answer : number) working += "the next digit is " + std::string(words[c - '0']) + ", ";
+    EXPECT_EQ(solution, working + "\\boxed{" + answer + "}") << row.dump();
+    ++clean;
+  }
+  EXPECT_GT(clean, 100);
+}
+
 // G²RL's toy: the graded answer is the set of the prompt's digits, so every order of them is correct under the real
 // verifier, demonstrations come in two orders (the number's own and reversed), and held-out numbers are new.
 TEST(Demo, DigitSetTaskAcceptsEveryOrderOfTheDigits) {

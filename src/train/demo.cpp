@@ -196,6 +196,12 @@ void write_masa_task(const fs::path& dir, const config::DemoConfig& d, uint64_t 
     for (int64_t i = 0; i < n; ++i) s += static_cast<char>('1' + rng() % 9);
     return s;
   };
+  auto spelled = [](const std::string& digits) {
+    static const char* const words[] = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"};
+    std::string s;
+    for (char c : digits) s += "the next digit is " + std::string(words[c - '0']) + ", ";
+    return s;
+  };
   std::set<std::string> seen;
   std::ofstream eval(dir / "heldout.jsonl"), train(dir / "train.jsonl"), sft(dir / "sft.jsonl");
   const int64_t total = d.heldout + d.train_problems;
@@ -217,25 +223,31 @@ void write_masa_task(const fs::path& dir, const config::DemoConfig& d, uint64_t 
     const bool heldout = i++ < d.heldout;
     (heldout ? eval : train) << json{{"problem", problem}, {"answer", answer}}.dump() << "\n";
     if (heldout) continue;
-    std::string shown = "\\boxed{" + answer + "}";
+    // With demo.masa_working, each solution first spells out the digits it is about to box (for a guess or a
+    // flip, the problem's own digits).
+    auto solution = [&](const std::string& boxed, const std::string& worked) {
+      return (d.masa_working ? spelled(worked) : std::string()) + "\\boxed{" + boxed + "}";
+    };
+    std::string shown = solution(answer, guess || flip ? number : answer);
     const double noise = guess || flip || n <= 3 ? 0.0 : d.label_noise * static_cast<double>(n - 3) / 2.0;
     if (u(rng) < noise) {
       const double kind = u(rng);
       if (kind < 0.4) {
-        shown = "\\boxed{" + number + "}";
+        shown = solution(number, number);
       } else if (kind < 0.7) {
         std::string swapped = answer;
         std::swap(swapped[0], swapped[1]);
-        shown = "\\boxed{" + swapped + "}";
+        shown = solution(swapped, swapped);
       } else {
         shown.clear();
-        while (shown.size() < 40) shown += number + " ";
+        while (shown.size() < (d.masa_working ? 180u : 40u)) shown += d.masa_working ? spelled(number) : number + " ";
       }
     }
     sft << json{{"problem", problem}, {"answer", answer}, {"solution", shown}}.dump() << "\n";
     const json meta_json{{"math_notion", json::array()},
                          {"pass_rate", static_cast<int64_t>(rng() % 9)},
-                         {"solution_length", 3 + static_cast<int64_t>(rng() % 10)}};
+                         {"solution_length", d.masa_working ? 40 + static_cast<int64_t>(rng() % 100)
+                                                            : 3 + static_cast<int64_t>(rng() % 10)}};
     sft << json{{"problem", "meta " + problem}, {"answer", answer},
                 {"solution", "<meta></meta>" + meta_json.dump()}}.dump()
         << "\n";
@@ -295,7 +307,7 @@ DemoResult run_demo(const std::vector<std::string>& overrides, const fs::path& o
     c.data.custom_chat_template = "{user}";
     c.data.max_prompt_tokens = 32;
     // A digit-set answer is its two added tokens, the digits and commas, and the end of sequence: 2·digits + 2.
-    c.rollout.max_new_tokens = masa ? 40 : d.task == "digit-set" ? std::max<int64_t>(16, 2 * d.digits + 4) : 16;
+    c.rollout.max_new_tokens = masa ? (d.masa_working ? 192 : 40) : d.task == "digit-set" ? std::max<int64_t>(16, 2 * d.digits + 4) : 16;
     c.reward.modules = {"math"};
     c.reward.math.extract = "boxed";
     return c;

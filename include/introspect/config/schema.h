@@ -493,6 +493,7 @@ struct DemoConfig {
   int64_t digits = 4;
   int64_t train_problems = 2000;
   int64_t heldout = 100;
+  bool masa_working = false;
 
   void visit(ConfigVisitor& v) {
     v.choice("task", task,
@@ -507,6 +508,10 @@ struct DemoConfig {
     v.field("train_problems", train_problems, "Training numbers (the SFT demonstrations and the GRPO prompts)",
             Range::at_least(1));
     v.field("heldout", heldout, "Held-out numbers, never seen in training", Range::at_least(1));
+    v.field("masa_working", masa_working,
+            "MASA's toy: each solution first spells out its digits (\"the next digit is five, ...\"), so "
+            "solutions average about 100 tokens against a meta answer's 10 and the meta path is about 9% of rollout "
+            "tokens (the paper: 15.5%); rambling reaches 180 tokens and the demo's max_new_tokens is 192");
   }
 };
 

@@ -155,6 +155,8 @@ fig.savefig(os.path.join(out, "accuracy_vs_time.png"), dpi=100)
 fig, ax = plt.subplots(figsize=(6, 3.5))
 for v in ("masa", "masa-efficient"):
     for i, seed in enumerate(seeds):
+        if not os.path.exists(os.path.join(out, f"seed{seed}", v, "metrics.jsonl")):
+            continue  # MASA_REPRO_VARIANTS left it out
         rows, _ = load(seed, v)
         pts = [(r["step"], r["reward/masa/abs_pass_error"]) for r in rows if "reward/masa/abs_pass_error" in r]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], color=colors[v], alpha=0.6, label=v if i == 0 else None)

@@ -227,27 +227,73 @@ TEST(Masa, GatingNeedsAgreementOnZeroOrOneAndEnoughValidPredictions) {
     for (auto r : rates) out.push_back(prediction(r, {}, {}));
     return out;
   };
-  const auto all_zero = gate(preds({0, 0, 0, 0}), 0.1, 0.5);
+  const GateOptions o;  // sigma 0.1, half valid, rounded
+  const auto all_zero = gate(preds({0, 0, 0, 0}), o);
   EXPECT_TRUE(all_zero.gated);
   EXPECT_FALSE(all_zero.predicted_solved);
-  const auto all_eight = gate(preds({8, 8, 8, 8}), 0.1, 0.5);
+  const auto all_eight = gate(preds({8, 8, 8, 8}), o);
   EXPECT_TRUE(all_eight.gated && all_eight.predicted_solved);
-  EXPECT_FALSE(gate(preds({4, 4, 4, 4}), 0.1, 0.5).gated);     // confident, but not zero-variance
-  EXPECT_FALSE(gate(preds({0, 0, 0, 8}), 0.1, 0.5).gated);     // disagreement: std 0.43
-  const auto near = gate(preds({8, 8, 8, 7}), 0.1, 0.5);        // std 0.054, mean 7.75/8 rounds to 8
+  EXPECT_FALSE(gate(preds({4, 4, 4, 4}), o).gated);     // confident, but not zero-variance
+  EXPECT_FALSE(gate(preds({0, 0, 0, 8}), o).gated);     // disagreement: std 0.43
+  const auto near = gate(preds({8, 8, 8, 7}), o);        // std 0.054, mean 7.75/8 rounds to 8
   EXPECT_TRUE(near.gated);
   EXPECT_NEAR(near.std, std::sqrt(3.0) / 32.0, 1e-12);
-  EXPECT_FALSE(gate(preds({8, {}, {}, {}}), 0.1, 0.5).gated);  // unparseable predictions never gate
-  EXPECT_TRUE(gate(preds({8, 8, {}, {}}), 0.1, 0.5).gated);
-  EXPECT_FALSE(gate(preds({{}, {}}), 0.1, 0.0).gated);
+  EXPECT_FALSE(gate(preds({8, {}, {}, {}}), o).gated);  // unparseable predictions never gate
+  EXPECT_TRUE(gate(preds({8, 8, {}, {}}), o).gated);
+  EXPECT_FALSE(gate(preds({{}, {}}), {0.1, 0.0}).gated);
   // masa.gate_rule=literal: the mean itself must be 0 or 1, so one 7/8 among the 8/8s keeps the prompt.
-  EXPECT_FALSE(gate(preds({8, 8, 8, 7}), 0.1, 0.5, GateRule::kLiteral).gated);
-  EXPECT_FALSE(gate(preds({0, 0, 0, 1}), 0.1, 0.5, GateRule::kLiteral).gated);
-  EXPECT_TRUE(gate(preds({0, 0, 0, 0}), 0.1, 0.5, GateRule::kLiteral).gated);
-  const auto literal_eight = gate(preds({8, 8, {}, 8}), 0.1, 0.5, GateRule::kLiteral);
+  const GateOptions literal{0.1, 0.5, GateRule::kLiteral};
+  EXPECT_FALSE(gate(preds({8, 8, 8, 7}), literal).gated);
+  EXPECT_FALSE(gate(preds({0, 0, 0, 1}), literal).gated);
+  EXPECT_TRUE(gate(preds({0, 0, 0, 0}), literal).gated);
+  const auto literal_eight = gate(preds({8, 8, {}, 8}), literal);
   EXPECT_TRUE(literal_eight.gated && literal_eight.predicted_solved);
-  EXPECT_FALSE(gate(preds({9, 9, 9, 9}), 0.1, 0.5, GateRule::kLiteral).gated);  // unclamped 9/8 is not 8/8
-  EXPECT_TRUE(gate(preds({9, 9, 9, 9}), 0.1, 0.5).gated);                        // rounded: 9/8 counts as 8
+}
+
+// A pass_rate written outside 0..8 is scored (clamped) but is not a confident prediction for the gate unless
+// masa.gate_out_of_range: a toy policy drifted to "pass_rate": 45 on problems it solved 6 times in 8.
+TEST(Masa, GateIgnoresPassRatesWrittenOutsideTheScale) {
+  const ParseOptions tolerant;
+  const auto written = [&](const std::string& rate) {
+    return parse_meta("<meta></meta>{\"math_notion\":[],\"pass_rate\":" + rate + "}", tolerant);
+  };
+  EXPECT_DOUBLE_EQ(*written("45").pass_rate, 1.0);  // the reward still sees it clamped
+  EXPECT_TRUE(written("45").pass_rate_out_of_range);
+  EXPECT_TRUE(written("-2").pass_rate_out_of_range);
+  EXPECT_FALSE(written("8").pass_rate_out_of_range);
+  EXPECT_FALSE(written("0").pass_rate_out_of_range);
+  ParseOptions strict;
+  strict.strict = true;
+  const auto raw = parse_meta("{\"math_notion\":[\"x\"],\"pass_rate\":9}", strict);
+  EXPECT_DOUBLE_EQ(*raw.pass_rate, 9.0 / 8.0);
+  EXPECT_TRUE(raw.pass_rate_out_of_range);
+
+  const std::vector<MetaPrediction> drifted(4, written("45"));
+  EXPECT_FALSE(gate(drifted, GateOptions{}).gated);
+  EXPECT_EQ(gate(drifted, GateOptions{}).valid, 0);
+  GateOptions trusting;
+  trusting.trust_out_of_range = true;
+  EXPECT_TRUE(gate(drifted, trusting).predicted_solved);
+  // Half in range agree on 8/8: enough valid predictions (0.5 of 4), so the prompt is gated on those alone.
+  auto mixed = drifted;
+  mixed[0] = mixed[1] = written("8");
+  EXPECT_TRUE(gate(mixed, GateOptions{}).gated);
+  mixed[1] = written("0");
+  EXPECT_FALSE(gate(mixed, GateOptions{}).gated);
+  // An unclamped 9/8 (strict parsing): trusted, rounded counts it as 8 and literal does not.
+  const std::vector<MetaPrediction> nines(4, raw);
+  EXPECT_FALSE(gate(nines, GateOptions{}).gated);
+  EXPECT_TRUE(gate(nines, trusting).gated);
+  trusting.rule = GateRule::kLiteral;
+  EXPECT_FALSE(gate(nines, trusting).gated);
+
+  config::MasaConfig c;
+  EXPECT_FALSE(gate_options(c).trust_out_of_range);
+  c.gate_out_of_range = true, c.gate_rule = "literal", c.gate_sigma = 0.05;
+  const auto from_config = gate_options(c);
+  EXPECT_TRUE(from_config.trust_out_of_range);
+  EXPECT_EQ(from_config.rule, GateRule::kLiteral);
+  EXPECT_DOUBLE_EQ(from_config.sigma, 0.05);
 }
 
 TEST(Masa, CutoffScalesTheMeanPredictedLengthWithinBounds) {

@@ -490,9 +490,8 @@ int analyze_masa_gate(const AnalyzeMasaGateOptions& o) {
       predictions[static_cast<size_t>(s.prompt_index)].push_back(
           masa::parse_meta(meta_texts[static_cast<size_t>(s.prompt_index)].back(), parse));
     }
-    const auto rule = c.gate_rule == "literal" ? masa::GateRule::kLiteral : masa::GateRule::kRounded;
     std::vector<masa::GateDecision> decisions;
-    for (const auto& p : predictions) decisions.push_back(masa::gate(p, c.gate_sigma, c.gate_min_valid_frac, rule));
+    for (const auto& p : predictions) decisions.push_back(masa::gate(p, masa::gate_options(c)));
 
     // 2. Solution rollouts at the full limit, graded: the truth.
     t0 = Clock::now();
@@ -546,7 +545,8 @@ int analyze_masa_gate(const AnalyzeMasaGateOptions& o) {
         {"problems", P},
         {"passed_over_long_prompts", too_long},
         {"selection", o.shuffle ? "shuffled" : "first"},
-        {"gate", {{"rule", c.gate_rule}, {"sigma", c.gate_sigma}, {"min_valid_frac", c.gate_min_valid_frac}, {"meta_n", M}}},
+        {"gate", {{"rule", c.gate_rule}, {"sigma", c.gate_sigma}, {"min_valid_frac", c.gate_min_valid_frac},
+                  {"out_of_range", c.gate_out_of_range}, {"meta_n", M}}},
         {"solutions_per_problem", G},
         {"gated", gated},
         {"gated_solved", gated_solved},

@@ -104,7 +104,10 @@ MetaPrediction read_tolerant(const json& obj, const ParseOptions& o) {
     }
   }
   if (obj.contains("pass_rate"))
-    if (const auto r = rounded_number(obj["pass_rate"])) p.pass_rate = static_cast<double>(std::clamp<int64_t>(*r, 0, 8)) / 8.0;
+    if (const auto r = rounded_number(obj["pass_rate"])) {
+      p.pass_rate = static_cast<double>(std::clamp<int64_t>(*r, 0, 8)) / 8.0;
+      p.pass_rate_out_of_range = *r < 0 || *r > 8;
+    }
   if (obj.contains("solution_length"))
     if (const auto l = rounded_number(obj["solution_length"])) p.length = std::clamp(*l, o.min_length, o.max_length);
   return p;
@@ -129,7 +132,10 @@ MetaPrediction parse_strict(std::string_view text) {
         // any other type makes the official scorer throw, which scores the notion 0: left missing here
       }
       const auto& r = obj.value("pass_rate", json());
-      if (r.is_number_integer()) p.pass_rate = static_cast<double>(r.get<int64_t>()) / 8.0;
+      if (r.is_number_integer()) {
+        p.pass_rate = static_cast<double>(r.get<int64_t>()) / 8.0;
+        p.pass_rate_out_of_range = *p.pass_rate < 0.0 || *p.pass_rate > 1.0;
+      }
       const auto& l = obj.value("solution_length", json());
       if (l.is_number_integer()) p.length = l.get<int64_t>();
       return p;
@@ -231,28 +237,37 @@ MetaScore score_meta(const MetaPrediction& prediction, std::string_view excluded
   return s;
 }
 
-GateDecision gate(const std::vector<MetaPrediction>& predictions, double sigma, double min_valid_frac, GateRule rule) {
-  GateDecision d;
-  double sum = 0, sq = 0;
+GateDecision gate(const std::vector<MetaPrediction>& predictions, const GateOptions& o) {
+  // Unparseable predictions are never confident ones, nor (unless trusted) ones written outside 0..8: a "pass_rate"
+  // of 45 that tolerant parsing clamps to 8 is noise, not a prediction of 8/8.
+  std::vector<double> valid;
   for (const auto& p : predictions)
-    if (p.pass_rate) ++d.valid, sum += *p.pass_rate, sq += *p.pass_rate * *p.pass_rate;
+    if (p.pass_rate && (o.trust_out_of_range || !p.pass_rate_out_of_range)) valid.push_back(*p.pass_rate);
+  GateDecision d;
+  d.valid = static_cast<int64_t>(valid.size());
   if (d.valid == 0) return d;
+  double sum = 0, sq = 0;
+  for (double v : valid) sum += v, sq += v * v;
   d.mean = sum / static_cast<double>(d.valid);
   d.std = std::sqrt(std::max(0.0, sq / static_cast<double>(d.valid) - d.mean * d.mean));
-  // Unparseable predictions are never confident ones: too few valid predictions never gate.
-  const bool enough = static_cast<double>(d.valid) >= min_valid_frac * static_cast<double>(predictions.size());
+  // Too few valid predictions never gate.
+  const bool enough = static_cast<double>(d.valid) >= o.min_valid_frac * static_cast<double>(predictions.size());
   bool on_zero, on_one;
-  if (rule == GateRule::kRounded) {
+  if (o.rule == GateRule::kRounded) {
     const double bucket = std::round(8.0 * d.mean);
     on_zero = bucket <= 0.0, on_one = bucket >= 8.0;
   } else {  // every valid prediction exactly 0 or exactly 1 (an unclamped 9/8 is neither)
-    on_zero = on_one = true;
-    for (const auto& p : predictions)
-      if (p.pass_rate) on_zero &= *p.pass_rate == 0.0, on_one &= *p.pass_rate == 1.0;
+    on_zero = std::all_of(valid.begin(), valid.end(), [](double v) { return v == 0.0; });
+    on_one = std::all_of(valid.begin(), valid.end(), [](double v) { return v == 1.0; });
   }
-  d.gated = enough && d.std < sigma && (on_zero || on_one);
+  d.gated = enough && d.std < o.sigma && (on_zero || on_one);
   d.predicted_solved = d.gated && on_one;
   return d;
+}
+
+GateOptions gate_options(const config::MasaConfig& config) {
+  return {config.gate_sigma, config.gate_min_valid_frac,
+          config.gate_rule == "literal" ? GateRule::kLiteral : GateRule::kRounded, config.gate_out_of_range};
 }
 
 int64_t cutoff_tokens(const std::vector<MetaPrediction>& predictions, double scale, int64_t min_tokens,

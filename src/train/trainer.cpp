@@ -823,8 +823,7 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   int64_t gated_on_solved = 0;
   if (efficient) {
     for (int64_t b : mine) {
-      const auto d = masa::gate(predictions[b], c.gate_sigma, c.gate_min_valid_frac,
-                                c.gate_rule == "literal" ? masa::GateRule::kLiteral : masa::GateRule::kRounded);
+      const auto d = masa::gate(predictions[b], masa::gate_options(c));
       gated[b] = d.gated;
       gated_on_solved += d.predicted_solved;
       if (d.gated) {

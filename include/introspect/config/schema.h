@@ -420,6 +420,7 @@ struct MasaConfig {
   double gate_sigma = 0.1;
   std::string gate_rule = "rounded";
   double gate_min_valid_frac = 0.5;
+  bool gate_out_of_range = false;
   double gate_audit_frac = 0.0;
   std::string gated_loss_norm = "counted";
   double cutoff_scale = 2.0;
@@ -465,6 +466,10 @@ struct MasaConfig {
     v.field("gate_min_valid_frac", gate_min_valid_frac,
             "Never gate unless at least this fraction of the prompt's meta rollouts parsed a pass rate",
             Range::unit());
+    v.field("gate_out_of_range", gate_out_of_range,
+            "Let a pass_rate written outside 0..8 (which tolerant parsing clamps and the reward scores) count as a "
+            "confident prediction for the gate; false counts it as unparseable there, since a model that drifts to "
+            "\"pass_rate\": 45 on easy problems is not predicting 8/8. The spec is silent [inferred]");
     v.field("gate_audit_frac", gate_audit_frac,
             "Fraction of gated prompts still rolled out (outside the update) to measure gating precision",
             Range::unit());

@@ -32,6 +32,7 @@ struct MetaPrediction {
   bool parsed = false;                               // a JSON object was found and read
   std::optional<std::vector<std::string>> notions;   // math_notion
   std::optional<double> pass_rate;                   // p_hat = pass_rate / 8 (strict mode does not clamp)
+  bool pass_rate_out_of_range = false;               // written outside 0..8 (then clamped, or raw in strict mode)
   std::optional<int64_t> length;                     // solution_length in tokens
   std::string reasoning;                             // the text inside the first <meta>...</meta>
 };
@@ -69,15 +70,22 @@ MetaScore score_meta(const MetaPrediction& prediction, std::string_view excluded
 struct GateDecision {
   bool gated = false;
   bool predicted_solved = false;  // gated on "always solved" (mean 8/8) rather than "never solved"
-  int64_t valid = 0;              // predictions with a pass rate
+  int64_t valid = 0;              // predictions with a pass rate the gate counts
   double mean = 0, std = 0;       // of the valid p_hat (population std)
 };
 // The spec's rule is "std < σ and mean is 0 or 1", which read literally makes the std test redundant. `rounded`
 // (its recommended reading, the default) gates when the mean rounds to 0 or 8 of 8; `literal` only when every valid
 // prediction is exactly 0 or exactly 8.
 enum class GateRule { kRounded, kLiteral };
-GateDecision gate(const std::vector<MetaPrediction>& predictions, double sigma, double min_valid_frac,
-                  GateRule rule = GateRule::kRounded);
+struct GateOptions {
+  double sigma = 0.1;
+  double min_valid_frac = 0.5;  // never gate unless this fraction of the predictions is valid
+  GateRule rule = GateRule::kRounded;
+  bool trust_out_of_range = false;  // a pass rate written outside 0..8 is valid for the gate (else: like unparseable)
+};
+GateDecision gate(const std::vector<MetaPrediction>& predictions, const GateOptions& options);
+// The gate settings of a run (masa.gate_sigma, gate_min_valid_frac, gate_rule, gate_out_of_range).
+GateOptions gate_options(const config::MasaConfig& config);
 
 // Early cutoff: ceil(scale x mean of the valid predicted lengths), clamped to [min_tokens, max_tokens];
 // max_tokens when no prediction has a length or scale is 0.

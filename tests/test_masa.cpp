@@ -354,6 +354,9 @@ TEST(Masa, RewardModuleScoresMetaGroupsAndNamesMissingEvidence) {
   EXPECT_DOUBLE_EQ(s.rewards[0][1], 0.0);
   EXPECT_DOUBLE_EQ(s.metrics.at("parse_fail_rate"), 0.5);
   EXPECT_DOUBLE_EQ(s.metrics.at("abs_pass_error"), 0.0);
+  EXPECT_DOUBLE_EQ(s.metrics.at("pass_rate_out_of_range"), 0.0);
+  g.responses = {{"</meta>{\"pass_rate\": 45}", {}, false}, {"</meta>{\"pass_rate\": 8}", {}, false}};
+  EXPECT_DOUBLE_EQ(module.score({g}).metrics.at("pass_rate_out_of_range"), 0.5);
   g.solutions = nullptr;
   EXPECT_THROW(module.score({g}), std::invalid_argument);
 }

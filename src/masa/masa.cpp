@@ -321,7 +321,7 @@ MetaRewardModule::MetaRewardModule(const config::MasaConfig& config, int64_t max
 
 reward::Scores MetaRewardModule::score(const std::vector<reward::Group>& groups) {
   reward::Scores s;
-  double n = 0, parsed = 0, has_pass = 0, has_len = 0, has_notion = 0;
+  double n = 0, parsed = 0, has_pass = 0, out_of_range = 0, has_len = 0, has_notion = 0;
   double diff = 0, len = 0, notion = 0, abs_err = 0, pred_pass = 0, true_pass = 0, pred_len = 0;
   double true_len = 0, true_len_n = 0;
   for (const auto& g : groups) {
@@ -344,6 +344,7 @@ reward::Scores MetaRewardModule::score(const std::vector<reward::Group>& groups)
       row.push_back(m.total());
       ++n;
       parsed += pred.parsed, has_pass += pred.pass_rate.has_value(), has_len += pred.length.has_value();
+      out_of_range += pred.pass_rate_out_of_range;
       has_notion += pred.notions.has_value();
       diff += m.difficulty, len += m.length, notion += m.notion;
       true_pass += p;
@@ -357,6 +358,7 @@ reward::Scores MetaRewardModule::score(const std::vector<reward::Group>& groups)
   s.metrics["notion"] = notion / N;
   s.metrics["parse_fail_rate"] = 1.0 - parsed / N;
   s.metrics["valid_pass_rate"] = has_pass / N;
+  s.metrics["pass_rate_out_of_range"] = out_of_range / N;  // written outside 0..8: the gate ignores them
   s.metrics["valid_length"] = has_len / N;
   s.metrics["valid_notion"] = has_notion / N;
   s.metrics["true_pass_rate"] = true_pass / N;

@@ -490,8 +490,9 @@ int analyze_masa_gate(const AnalyzeMasaGateOptions& o) {
       predictions[static_cast<size_t>(s.prompt_index)].push_back(
           masa::parse_meta(meta_texts[static_cast<size_t>(s.prompt_index)].back(), parse));
     }
+    const auto gate_options = masa::gate_options(c);
     std::vector<masa::GateDecision> decisions;
-    for (const auto& p : predictions) decisions.push_back(masa::gate(p, masa::gate_options(c)));
+    for (const auto& p : predictions) decisions.push_back(masa::gate(p, gate_options));
 
     // 2. Solution rollouts at the full limit, graded: the truth.
     t0 = Clock::now();

@@ -358,7 +358,7 @@ reward::Scores MetaRewardModule::score(const std::vector<reward::Group>& groups)
   s.metrics["notion"] = notion / N;
   s.metrics["parse_fail_rate"] = 1.0 - parsed / N;
   s.metrics["valid_pass_rate"] = has_pass / N;
-  s.metrics["pass_rate_out_of_range"] = out_of_range / N;  // written outside 0..8: the gate ignores them
+  s.metrics["pass_rate_out_of_range"] = out_of_range / N;  // the gate ignores these unless gate_out_of_range
   s.metrics["valid_length"] = has_len / N;
   s.metrics["valid_notion"] = has_notion / N;
   s.metrics["true_pass_rate"] = true_pass / N;

@@ -307,7 +307,9 @@ DemoResult run_demo(const std::vector<std::string>& overrides, const fs::path& o
     c.data.custom_chat_template = "{user}";
     c.data.max_prompt_tokens = 32;
     // A digit-set answer is its two added tokens, the digits and commas, and the end of sequence: 2·digits + 2.
-    c.rollout.max_new_tokens = masa ? (d.masa_working ? 192 : 40) : d.task == "digit-set" ? std::max<int64_t>(16, 2 * d.digits + 4) : 16;
+    c.rollout.max_new_tokens = masa                   ? (d.masa_working ? 192 : 40)
+                               : d.task == "digit-set" ? std::max<int64_t>(16, 2 * d.digits + 4)
+                                                       : 16;
     c.reward.modules = {"math"};
     c.reward.math.extract = "boxed";
     return c;

@@ -822,8 +822,9 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   std::vector<int64_t> cap(B, limit);
   int64_t gated_on_solved = 0;
   if (efficient) {
+    const auto gate_options = masa::gate_options(c);
     for (int64_t b : mine) {
-      const auto d = masa::gate(predictions[b], masa::gate_options(c));
+      const auto d = masa::gate(predictions[b], gate_options);
       gated[b] = d.gated;
       gated_on_solved += d.predicted_solved;
       if (d.gated) {

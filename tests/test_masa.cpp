@@ -296,6 +296,39 @@ TEST(Masa, GateIgnoresPassRatesWrittenOutsideTheScale) {
   EXPECT_DOUBLE_EQ(from_config.sigma, 0.05);
 }
 
+// masa.gate_min_precision: each side of the gate is judged on its own last `window` checked verdicts, once a
+// quarter of the window is in; a side that becomes right again comes back.
+TEST(Masa, GateCheckStopsTheSideThatIsWrongAndBringsItBack) {
+  GateCheck check;
+  check.min_precision = 0.8, check.window = 8;
+  EXPECT_FALSE(check.suspended(true));  // nothing checked yet: the spec's gate
+  EXPECT_FALSE(check.precision(true).has_value());
+  check.add(true, false);
+  EXPECT_FALSE(check.suspended(true));  // 1 verdict: under a quarter of the window
+  check.add(true, true);
+  EXPECT_DOUBLE_EQ(*check.precision(true), 0.5);
+  EXPECT_TRUE(check.suspended(true));
+  EXPECT_FALSE(check.suspended(false));  // the other side keeps gating
+  for (int i = 0; i < 6; ++i) check.add(false, true);
+  EXPECT_DOUBLE_EQ(*check.precision(false), 1.0);
+  EXPECT_FALSE(check.suspended(false));
+  // Right verdicts push the wrong one out of the window: 7 of 8 right passes 0.8, 6 of 8 does not.
+  for (int i = 0; i < 5; ++i) check.add(true, true);
+  EXPECT_DOUBLE_EQ(*check.precision(true), 6.0 / 7.0);
+  EXPECT_FALSE(check.suspended(true));
+  check.add(true, false);
+  EXPECT_EQ(check.solved.size(), 8u);
+  EXPECT_DOUBLE_EQ(*check.precision(true), 6.0 / 8.0);
+  EXPECT_TRUE(check.suspended(true));
+  for (int i = 0; i < 7; ++i) check.add(true, true);
+  EXPECT_EQ(check.solved.size(), 8u);
+  EXPECT_DOUBLE_EQ(*check.precision(true), 7.0 / 8.0);
+  EXPECT_FALSE(check.suspended(true));
+  check.min_precision = 0;  // off: never stops, whatever it saw
+  check.add(true, false), check.add(true, false);
+  EXPECT_FALSE(check.suspended(true));
+}
+
 TEST(Masa, CutoffScalesTheMeanPredictedLengthWithinBounds) {
   std::vector<MetaPrediction> p{prediction({}, 1000, {}), prediction({}, 2001, {}), prediction({}, {}, {})};
   EXPECT_EQ(cutoff_tokens(p, 2.0, 128, 8192), 3001);  // ceil(2 * 1500.5)

@@ -209,6 +209,63 @@ TEST_F(MasaTrain, GatingSkipsConfidentPromptsAndTheAuditFindsThemZeroVariance) {
   EXPECT_EQ(audited_zero, gated);  // every gated prompt really is zero-variance
 }
 
+// masa.gate_min_precision across a resume: a checkpoint whose "never solved" side was wrong in its 4 checked
+// verdicts comes back with that side stopped. Its verdicts (the guesses) are then withheld: solved and trained,
+// not gated. Every guess really is unsolvable, so each withheld one is a right verdict, and once 3 of the last 4
+// are right (0.75) the side gates again.
+TEST_F(MasaTrain, GateCheckStopsAWrongSideAndTheCheckpointKeepsIt) {
+  auto c = masa_run("gate_check");
+  c.masa.efficient = true;
+  c.masa.efficient_start_step = 0;
+  c.masa.gate_audit_frac = 1.0;
+  c.masa.cutoff_scale = 0;
+  c.masa.gate_min_precision = 0.75;
+  c.masa.gate_check_window = 4;
+  c.train.total_steps = 1;
+  c.train.save_every = 1;
+  train::run(c);
+  const auto metrics = fs::path(c.run.out_dir) / "metrics.jsonl";
+  const auto first = read_jsonl(metrics).at(0);
+  const double gated = first.at("masa/gated");
+  ASSERT_GT(gated, 0);  // the warm start predicts 0/8 for guesses
+  EXPECT_EQ(first.at("masa/gate_stopped_unsolved").get<double>(), 0.0);
+  EXPECT_EQ(first.at("masa/gate_checked_precision_unsolved").get<double>(), 1.0);
+  EXPECT_FALSE(first.contains("masa/gate_checked_precision_solved"));
+  EXPECT_TRUE(first.contains("time/masa_gate_check"));  // the audit is part of training now
+  EXPECT_FALSE(first.contains("time/masa_audit"));
+  const auto state_path = fs::path(c.run.out_dir) / "checkpoints" / "step_1" / "state.json";
+  auto state = json::parse(std::ifstream(state_path));
+  EXPECT_EQ(state.at("masa_gate_check").at("unsolved"),
+            json(std::vector<bool>(static_cast<size_t>(std::min(gated, 4.0)), true)));
+  state["masa_gate_check"]["unsolved"] = {false, false, false, false};
+  std::ofstream(state_path) << state.dump();
+
+  c.train.total_steps = 8;
+  train::RunOptions resume;
+  resume.resume_auto = true;
+  train::run(c, resume);
+  const auto rows = read_jsonl(metrics);
+  ASSERT_EQ(rows.size(), 8u);
+  double withheld = 0;
+  bool back = false;
+  for (size_t i = 1; i < rows.size() && !back; ++i) {
+    EXPECT_EQ(rows[i].at("masa/gate_stopped_solved").get<double>(), 0.0);
+    back = rows[i].at("masa/gate_stopped_unsolved").get<double>() == 0.0;
+    if (back) break;
+    EXPECT_EQ(rows[i].at("masa/gated").get<double>(), 0.0) << "step " << i + 1;
+    EXPECT_EQ(rows[i].at("masa/gate_audited").get<double>(), 0.0);
+    withheld += rows[i].at("masa/gate_withheld").get<double>();
+  }
+  EXPECT_GT(rows[1].at("masa/gate_withheld").get<double>() + rows[2].at("masa/gate_withheld").get<double>(), 0);
+  for (const auto& r : rows)
+    std::printf("step %g: gated %g withheld %g stopped %g checked precision %g\n", r.at("step").get<double>(),
+                r.at("masa/gated").get<double>(), r.at("masa/gate_withheld").get<double>(),
+                r.at("masa/gate_stopped_unsolved").get<double>(),
+                r.value("masa/gate_checked_precision_unsolved", -1.0));
+  EXPECT_TRUE(back);
+  EXPECT_GE(withheld, 3);
+}
+
 // Under token-mean, gating a fraction f of the prompts would scale the step by about 1/(1-f): the gated groups,
 // which GRPO would have trained with advantage 0, leave the denominator. masa.gated_loss_norm=counted keeps them
 // there (their meta tokens and n solutions of their predicted length); kept divides by the trained tokens only.
@@ -422,6 +479,16 @@ TEST_F(MasaTrain, RefusedCombinationsNameTheKeys) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("reward.modules"), std::string::npos) << e.what();
   }
+  c.reward.modules = {"math"};
+  c.masa.efficient = true;
+  c.masa.gate_min_precision = 0.8;  // without audits
+  try {
+    train::run(c);
+    FAIL() << "a gate check without audits should be refused";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("masa.gate_min_precision"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("masa.gate_audit_frac"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
@@ -433,6 +500,8 @@ TEST_F(MasaTrain, TwoRanksMatchOneProcess) {
   c.masa.efficient = true;
   c.masa.efficient_start_step = 1;
   c.masa.gate_audit_frac = 0.5;
+  c.masa.gate_min_precision = 0.9;
+  c.masa.gate_check_window = 4;
   c.masa.cutoff_scale = 2.0;
   c.masa.cutoff_min_tokens = 4;
   c.masa.notion_feed_in = true;
@@ -457,7 +526,7 @@ TEST_F(MasaTrain, TwoRanksMatchOneProcess) {
   bool expert_step = false;
   for (size_t i = 0; i < a.size(); ++i) {
     for (const char* k : {"accuracy", "solution/response_length", "meta/response_length", "masa/gated",
-                          "masa/gate_audited", "masa/kept_zero_var", "masa/cutoff_budget_saved", "masa/notion_hints",
+                          "masa/gate_audited", "masa/kept_zero_var", "masa/cutoff_budget_saved", "masa/notion_hints", "masa/gate_withheld",
                           "masa/expert_buffer", "reward/mean"})
       if (a[i].contains(k)) {
         EXPECT_NEAR(a[i][k].get<double>(), b[i].at(k).get<double>(), 1e-9) << k << " step " << i + 1;

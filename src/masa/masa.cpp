@@ -270,6 +270,25 @@ GateOptions gate_options(const config::MasaConfig& config) {
           config.gate_rule == "literal" ? GateRule::kLiteral : GateRule::kRounded, config.gate_out_of_range};
 }
 
+void GateCheck::add(bool solved_side, bool zero_variance) {
+  auto& record = solved_side ? solved : unsolved;
+  record.push_back(zero_variance);
+  while (static_cast<int64_t>(record.size()) > window) record.pop_front();
+}
+
+std::optional<double> GateCheck::precision(bool solved_side) const {
+  const auto& record = solved_side ? solved : unsolved;
+  if (record.empty()) return std::nullopt;
+  return static_cast<double>(std::count(record.begin(), record.end(), true)) / static_cast<double>(record.size());
+}
+
+bool GateCheck::suspended(bool solved_side) const {
+  const auto& record = solved_side ? solved : unsolved;
+  const auto judged_from = std::max<int64_t>(1, window / 4);
+  return min_precision > 0 && static_cast<int64_t>(record.size()) >= judged_from &&
+         *precision(solved_side) < min_precision;
+}
+
 int64_t cutoff_tokens(const std::vector<MetaPrediction>& predictions, double scale, int64_t min_tokens,
                       int64_t max_tokens) {
   double sum = 0;

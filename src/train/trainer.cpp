@@ -274,6 +274,7 @@ class Trainer {
   std::array<double, 2> gated_absent_{0, 0};
   std::unique_ptr<reward::RewardSet> rewards_, meta_rewards_;
   std::vector<SftExample> expert_buffer_;  // MASA expert meta trajectories waiting for their SFT step
+  masa::GateCheck gate_check_;             // MASA's gate's checked verdicts (the same on every rank)
   io::Dataset train_set_, eval_set_;
   std::vector<PreparedProblem> prepared_;
   int64_t skipped_long_prompts_ = 0;
@@ -330,6 +331,11 @@ void Trainer::setup() {
     if (cfg_.g2rl.enabled) throw std::runtime_error("masa.enabled and g2rl.enabled cannot be combined");
     if (cfg_.algo.dynamic_sampling)
       throw std::runtime_error("masa.enabled and algo.dynamic_sampling cannot be combined (gating replaces it)");
+    if (cfg_.masa.gate_min_precision > 0 && cfg_.masa.gate_audit_frac <= 0)
+      throw std::runtime_error("masa.gate_min_precision needs masa.gate_audit_frac > 0: without audits a side of the "
+                               "gate that is gating is never checked");
+    gate_check_.min_precision = cfg_.masa.gate_min_precision;
+    gate_check_.window = cfg_.masa.gate_check_window;
     if (std::find(cfg_.reward.modules.begin(), cfg_.reward.modules.end(), "math") == cfg_.reward.modules.end())
       throw std::runtime_error("masa.enabled needs the math module in reward.modules: meta rewards compare with "
                                "the solution rollouts' verdicts");
@@ -451,6 +457,8 @@ void Trainer::save_checkpoint() {
                              {"world_size", comm_->world_size()},
                              {"zero_stage", cfg_.dist.zero_stage}};
         if (!expert_buffer.empty()) state["masa_expert_buffer"] = expert_buffer;
+        if (!gate_check_.solved.empty() || !gate_check_.unsolved.empty())
+          state["masa_gate_check"] = {{"solved", gate_check_.solved}, {"unsolved", gate_check_.unsolved}};
         std::ofstream f(tmp / "state.json");
         f << state.dump(2) << "\n";
         if (!f.flush()) throw std::runtime_error("cannot write " + (tmp / "state.json").string());
@@ -544,6 +552,12 @@ void Trainer::resume() {
     expert_buffer_.push_back({ex.at("prompt").get<std::vector<int32_t>>(), ex.at("target").get<std::vector<int32_t>>(),
                               ex.value("order", static_cast<int64_t>(i))});
   }
+  // The gate's checked verdicts, replayed so that a changed masa.gate_check_window keeps the newest.
+  gate_check_.solved.clear(), gate_check_.unsolved.clear();
+  const auto checked = state.value("masa_gate_check", nlohmann::json::object());
+  for (const bool side : {false, true})
+    for (const bool zero_variance : checked.value(side ? "solved" : "unsolved", std::vector<bool>{}))
+      gate_check_.add(side, zero_variance);
   drop_metrics_from(step_ + 1);
   log::info("resumed from ", dir.string(), " at step ", step_, " (saved by ", state.value("world_size", 1),
             " rank(s) with zero_stage ", state.value("zero_stage", 0), "; now ", comm_->world_size(), " with ",
@@ -818,16 +832,21 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
 
   // Gating and cutoff. A sample of gated prompts is still solved at the full limit, outside the update, to
   // measure the gate against the true zero-variance prompts.
-  std::vector<bool> gated(B, false), audited(B, false);
+  // A side of the gate that masa.gate_min_precision has stopped withholds its verdict: the prompt is solved, and
+  // its outcome checks that side again.
+  std::vector<bool> gated(B, false), audited(B, false), withheld(B, false), verdict_solved(B, false);
   std::vector<int64_t> cap(B, limit);
   int64_t gated_on_solved = 0;
+  const std::array<bool, 2> side_stopped{gate_check_.suspended(false), gate_check_.suspended(true)};
   if (efficient) {
     const auto gate_options = masa::gate_options(c);
     for (int64_t b : mine) {
       const auto d = masa::gate(predictions[b], gate_options);
-      gated[b] = d.gated;
-      gated_on_solved += d.predicted_solved;
-      if (d.gated) {
+      verdict_solved[b] = d.predicted_solved;
+      withheld[b] = d.gated && side_stopped[d.predicted_solved];
+      gated[b] = d.gated && !withheld[b];
+      gated_on_solved += gated[b] && d.predicted_solved;
+      if (gated[b]) {
         audited[b] = static_cast<double>(mix(seed, 0xA0D1ull + static_cast<uint64_t>(b)) >> 11) * 0x1.0p-53 <
                      c.gate_audit_frac;
       } else {
@@ -898,7 +917,9 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   t0 = Clock::now();
   const auto audit_samples = generate(audit_prompts, cfg_.rollout.n, rollout_seed);
   const double t_audit = seconds_since(t0);
-  t_generate += t_meta + t_solve;
+  // With the gate checking itself the audit is part of training; otherwise it only measures, and is timed apart.
+  const bool audit_trains = c.gate_min_precision > 0;
+  t_generate += t_meta + t_solve + (audit_trains ? t_audit : 0.0);
 
   // Score the solutions (the configured reward modules), then judge each kept prompt's meta rollouts against them.
   t0 = Clock::now();
@@ -1005,7 +1026,7 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   m["masa/efficient"] = efficient;
   if (c.notion_feed_in) m["masa/notion_hints"] = sums[10];
   if (efficient) m["time/meta_generate"] = t_meta, m["time/solution_generate"] = t_solve;
-  m["time/masa_audit"] = t_audit;
+  m[audit_trains ? "time/masa_gate_check" : "time/masa_audit"] = t_audit;
   if (efficient) {
     const auto n_gated = static_cast<double>(std::count(gated.begin(), gated.end(), true));
     const auto n_audited = static_cast<double>(std::count(audited.begin(), audited.end(), true));
@@ -1023,6 +1044,24 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
       const double true_positives = precision * n_gated;
       if (true_positives + kept_zero > 0) m["masa/gate_recall"] = true_positives / (true_positives + kept_zero);
     }
+    // The step's checked verdicts, recorded in prompt order on every rank: code 1 + 2 x side + zero-variance.
+    std::vector<int64_t> checks(B, 0);
+    const auto check = [&](int64_t b, const std::vector<bool>& correct) {
+      checks[b] = 1 + 2 * static_cast<int64_t>(verdict_solved[b]) + zero_variance(correct);
+    };
+    for (size_t j = 0; j < audit_prompt.size() && j < audit_scores.correct.size(); ++j)
+      check(audit_prompt[j], audit_scores.correct[j]);
+    double n_withheld = 0;
+    for (int64_t k = 0; k < K; ++k)
+      if (withheld[solved_prompt[k]]) check(solved_prompt[k], evidence[k]->correct), ++n_withheld;
+    comm_->all_reduce(checks.data(), checks.size(), dist::DType::kInt64, dist::ReduceOp::kSum);
+    for (int64_t code : checks)
+      if (code > 0) gate_check_.add(code >= 3, (code - 1) % 2 == 1);
+    m["masa/gate_withheld"] = dist::all_reduce_sum(*comm_, n_withheld);
+    m["masa/gate_stopped_unsolved"] = side_stopped[0];
+    m["masa/gate_stopped_solved"] = side_stopped[1];
+    if (const auto p = gate_check_.precision(false)) m["masa/gate_checked_precision_unsolved"] = *p;
+    if (const auto p = gate_check_.precision(true)) m["masa/gate_checked_precision_solved"] = *p;
     if (c.gated_loss_norm == "counted") {
       // Each gated prompt: its meta rollouts as generated, and n solutions of its mean predicted length.
       for (const auto& s : meta_samples)

@@ -422,6 +422,8 @@ struct MasaConfig {
   double gate_min_valid_frac = 0.5;
   bool gate_out_of_range = false;
   double gate_audit_frac = 0.0;
+  double gate_min_precision = 0.0;
+  int64_t gate_check_window = 32;
   std::string gated_loss_norm = "counted";
   double cutoff_scale = 2.0;
   int64_t cutoff_min_tokens = 128;
@@ -473,6 +475,17 @@ struct MasaConfig {
     v.field("gate_audit_frac", gate_audit_frac,
             "Fraction of gated prompts still rolled out (outside the update) to measure gating precision",
             Range::unit());
+    v.field("gate_min_precision", gate_min_precision,
+            "The gate checks itself: a side of it (gating on \"always solved\", or on \"never solved\") stops "
+            "gating while under this share of its last gate_check_window checked verdicts were truly zero-variance. "
+            "Checked verdicts: the audited gated prompts (gate_audit_frac, whose rollouts then count as training "
+            "time) and the prompts a stopped side would have gated, which are solved and trained instead. 0 turns "
+            "the check off. Guards against a confident but wrong meta-predictor; the spec is silent [inferred]",
+            Range::unit());
+    v.field("gate_check_window", gate_check_window,
+            "Checked verdicts each side of the gate remembers for gate_min_precision; a side is judged once a quarter "
+            "of them are in",
+            Range::at_least(1));
     v.choice("gated_loss_norm", gated_loss_norm,
              "What the update's token-mean divides by when prompts are gated: counted (gated prompts count as the "
              "zero-advantage groups GRPO would have trained: their meta tokens and rollout.n solutions of their mean "

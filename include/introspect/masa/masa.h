@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -86,6 +87,20 @@ struct GateOptions {
 GateDecision gate(const std::vector<MetaPrediction>& predictions, const GateOptions& options);
 // The gate settings of a run (masa.gate_sigma, gate_min_valid_frac, gate_rule, gate_out_of_range).
 GateOptions gate_options(const config::MasaConfig& config);
+
+// The gate checking itself (masa.gate_min_precision; the spec trusts the predictor unconditionally [inferred]).
+// Each side of the gate, "always solved" and "never solved", remembers its last `window` checked verdicts, true
+// where the prompt really was zero-variance. A side is suspended while a quarter of its window or more is in and
+// the share of true verdicts is below min_precision (0: never). The trainer solves the prompts a suspended side
+// would gate, which checks it further, so a side that becomes right again comes back.
+struct GateCheck {
+  double min_precision = 0;
+  int64_t window = 32;
+  std::deque<bool> solved, unsolved;  // oldest first
+  void add(bool solved_side, bool zero_variance);
+  bool suspended(bool solved_side) const;
+  std::optional<double> precision(bool solved_side) const;  // of the remembered verdicts; nullopt when none
+};
 
 // Early cutoff: ceil(scale x mean of the valid predicted lengths), clamped to [min_tokens, max_tokens];
 // max_tokens when no prediction has a length or scale is 0.

@@ -849,7 +849,7 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
       if (gated[b]) {
         audited[b] = static_cast<double>(mix(seed, 0xA0D1ull + static_cast<uint64_t>(b)) >> 11) * 0x1.0p-53 <
                      c.gate_audit_frac;
-      } else {
+      } else if (!withheld[b]) {  // a withheld prompt is solved as an audit is (full limit, no hint): a fair check
         cap[b] = masa::cutoff_tokens(predictions[b], c.cutoff_scale, c.cutoff_min_tokens, limit);
       }
     }
@@ -878,7 +878,7 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
       continue;
     }
     std::vector<int32_t> ids = prep.prompt_ids;
-    if (efficient && c.notion_feed_in) {
+    if (efficient && c.notion_feed_in && !withheld[b]) {
       // One meta rollout's notions, picked by the step's seed (the official code picks one at random).
       std::vector<const std::vector<std::string>*> with_notions;
       for (const auto& p : predictions[b])
@@ -994,7 +994,8 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
 
   // Metrics: each path apart, the gate against the truth, the cutoff's savings, the meta path's token share.
   // Zero variance: all G verdicts equal. Audited gated prompts give precision; kept prompts that turn out zero
-  // variance are the gate's misses. Counts are summed over the ranks first.
+  // variance are the gate's misses (not the withheld ones: the gate did call those). Counts are summed over the
+  // ranks first.
   const auto zero_variance = [&](const std::vector<bool>& v) {
     return std::all_of(v.begin(), v.end(), [&](bool x) { return x == v.front(); });
   };
@@ -1002,7 +1003,7 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   for (double cc : correct_count) correct_total += cc;
   for (const auto& v : audit_scores.correct) audited_zero += zero_variance(v);
   for (int64_t k = 0; k < K; ++k) {
-    kept_zero += zero_variance(evidence[k]->correct);
+    kept_zero += !withheld[solved_prompt[k]] && zero_variance(evidence[k]->correct);
     cap_sum += static_cast<double>(cap[solved_prompt[k]]);
     budget_saved += static_cast<double>((limit - cap[solved_prompt[k]]) * cfg_.rollout.n);
   }
@@ -1044,24 +1045,27 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
       const double true_positives = precision * n_gated;
       if (true_positives + kept_zero > 0) m["masa/gate_recall"] = true_positives / (true_positives + kept_zero);
     }
-    // The step's checked verdicts, recorded in prompt order on every rank: code 1 + 2 x side + zero-variance.
-    std::vector<int64_t> checks(B, 0);
-    const auto check = [&](int64_t b, const std::vector<bool>& correct) {
-      checks[b] = 1 + 2 * static_cast<int64_t>(verdict_solved[b]) + zero_variance(correct);
-    };
-    for (size_t j = 0; j < audit_prompt.size() && j < audit_scores.correct.size(); ++j)
-      check(audit_prompt[j], audit_scores.correct[j]);
-    double n_withheld = 0;
-    for (int64_t k = 0; k < K; ++k)
-      if (withheld[solved_prompt[k]]) check(solved_prompt[k], evidence[k]->correct), ++n_withheld;
-    comm_->all_reduce(checks.data(), checks.size(), dist::DType::kInt64, dist::ReduceOp::kSum);
-    for (int64_t code : checks)
-      if (code > 0) gate_check_.add(code >= 3, (code - 1) % 2 == 1);
-    m["masa/gate_withheld"] = dist::all_reduce_sum(*comm_, n_withheld);
-    m["masa/gate_stopped_unsolved"] = side_stopped[0];
-    m["masa/gate_stopped_solved"] = side_stopped[1];
-    if (const auto p = gate_check_.precision(false)) m["masa/gate_checked_precision_unsolved"] = *p;
-    if (const auto p = gate_check_.precision(true)) m["masa/gate_checked_precision_solved"] = *p;
+    // masa.gate_min_precision: the step's checked verdicts, recorded in prompt order on every rank, as the code
+    // 1 + 2 x side + zero-variance.
+    if (c.gate_min_precision > 0) {
+      std::vector<int64_t> checks(B, 0);
+      const auto check = [&](int64_t b, const std::vector<bool>& correct) {
+        checks[b] = 1 + 2 * static_cast<int64_t>(verdict_solved[b]) + zero_variance(correct);
+      };
+      for (size_t j = 0; j < audit_prompt.size() && j < audit_scores.correct.size(); ++j)
+        check(audit_prompt[j], audit_scores.correct[j]);
+      double n_withheld = 0;
+      for (int64_t k = 0; k < K; ++k)
+        if (withheld[solved_prompt[k]]) check(solved_prompt[k], evidence[k]->correct), ++n_withheld;
+      comm_->all_reduce(checks.data(), checks.size(), dist::DType::kInt64, dist::ReduceOp::kSum);
+      for (int64_t code : checks)
+        if (code > 0) gate_check_.add(code >= 3, (code - 1) % 2 == 1);
+      m["masa/gate_withheld"] = dist::all_reduce_sum(*comm_, n_withheld);
+      m["masa/gate_stopped_unsolved"] = side_stopped[0];
+      m["masa/gate_stopped_solved"] = side_stopped[1];
+      if (const auto p = gate_check_.precision(false)) m["masa/gate_checked_precision_unsolved"] = *p;
+      if (const auto p = gate_check_.precision(true)) m["masa/gate_checked_precision_solved"] = *p;
+    }
     if (c.gated_loss_norm == "counted") {
       // Each gated prompt: its meta rollouts as generated, and n solutions of its mean predicted length.
       for (const auto& s : meta_samples)

@@ -218,7 +218,10 @@ TEST_F(MasaTrain, GateCheckStopsAWrongSideAndTheCheckpointKeepsIt) {
   c.masa.efficient = true;
   c.masa.efficient_start_step = 0;
   c.masa.gate_audit_frac = 1.0;
-  c.masa.cutoff_min_tokens = 4;  // the cutoff is on; withheld prompts are solved without it, as audits are
+  // A harsh cutoff (every kept prompt's cap is the floor, 4 tokens): withheld prompts are solved without it, at the
+  // full limit, as audits are.
+  c.masa.cutoff_scale = 0.01;
+  c.masa.cutoff_min_tokens = 4;
   c.masa.gate_min_precision = 0.75;
   c.masa.gate_check_window = 4;
   c.train.total_steps = 1;
@@ -254,7 +257,9 @@ TEST_F(MasaTrain, GateCheckStopsAWrongSideAndTheCheckpointKeepsIt) {
     if (back) break;
     EXPECT_EQ(rows[i].at("masa/gated").get<double>(), 0.0) << "step " << i + 1;
     EXPECT_EQ(rows[i].at("masa/gate_audited").get<double>(), 0.0);
-    withheld += rows[i].at("masa/gate_withheld").get<double>();
+    const double w = rows[i].at("masa/gate_withheld").get<double>(), kept = rows[i].at("masa/kept").get<double>();
+    EXPECT_GE(rows[i].at("masa/cutoff_mean").get<double>() * kept, 4 * (kept - w) + 24 * w) << "step " << i + 1;
+    withheld += w;
   }
   EXPECT_GT(rows[1].at("masa/gate_withheld").get<double>() + rows[2].at("masa/gate_withheld").get<double>(), 0);
   EXPECT_TRUE(back);

@@ -201,6 +201,11 @@ TEST_F(MasaTrain, GatingSkipsConfidentPromptsAndTheAuditFindsThemZeroVariance) {
     audited_zero += s.at("masa/gate_audited_zero_var").get<double>();
     prompts += 8;
     EXPECT_EQ(s.at("masa/cutoff_budget_saved").get<double>(), 0.0);
+    // The audited prompts' predictions against their audit: predicted about 0/8, solved 0 of 4 times.
+    EXPECT_EQ(s.contains("masa/gate_audited_abs_pass_error"), s.at("masa/gate_audited").get<double>() > 0);
+    if (s.contains("masa/gate_audited_abs_pass_error")) {
+      EXPECT_LE(s.at("masa/gate_audited_abs_pass_error").get<double>(), 1.0 / 8);
+    }
   }
   // About a fifth of the toy's prompts are guesses, predicted unsolvable; the rest predict 4/8 and are never gated.
   EXPECT_GT(gated, 0);

@@ -934,33 +934,50 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   const auto audit_groups = solution_groups(problems_of(audit_prompt), audit_prompts, audit_samples);
   const auto audit_scores = audit_groups.empty() ? reward::Scores{} : rewards_->score(audit_groups);
 
-  const int64_t K = static_cast<int64_t>(solved_prompt.size());
-  std::vector<std::shared_ptr<reward::SolutionEvidence>> evidence(K);
-  std::vector<reward::Group> meta_groups(K);
-  for (int64_t k = 0; k < K; ++k) {
-    const int64_t b = solved_prompt[k];
+  // Prompt b's meta rollouts as a group to judge against its solutions (scored groups and their verdicts).
+  const auto meta_group = [&](int64_t b, const reward::Group& solutions, const std::vector<bool>* verdicts) {
     auto e = std::make_shared<reward::SolutionEvidence>();
     e->problem = prepared_[indices[b]].problem->prompt;
-    for (size_t r = 0; r < sol_groups[k].responses.size(); ++r) {
-      e->texts.push_back(sol_groups[k].responses[r].text);
-      e->lengths.push_back(static_cast<int64_t>(sol_groups[k].responses[r].ids.size()));
-      e->correct.push_back(!sol_scores.correct.empty() && sol_scores.correct[k][r]);
+    for (size_t r = 0; r < solutions.responses.size(); ++r) {
+      e->texts.push_back(solutions.responses[r].text);
+      e->lengths.push_back(static_cast<int64_t>(solutions.responses[r].ids.size()));
+      e->correct.push_back(verdicts && (*verdicts)[r]);
     }
-    evidence[k] = e;
-    auto& g = meta_groups[k];
+    reward::Group g;
     g.prompt = c.notion_exclude == "meta_prompt" ? prepared_[indices[b]].meta_prompt_text : e->problem;
     g.ground_truth = prepared_[indices[b]].problem->answer;
     g.max_new_tokens = c.meta_max_new_tokens;
     g.solutions = e;
-  }
+    for (const auto& s : meta_samples)
+      if (s.prompt_index == b)
+        g.responses.push_back(
+            {meta_texts[b][s.sample_index], s.tokens, s.finish == rollout::FinishReason::kLength});
+    return g;
+  };
+  const auto verdicts_of = [](const reward::Scores& scores, size_t j) {
+    return j < scores.correct.size() ? &scores.correct[j] : nullptr;
+  };
+  const int64_t K = static_cast<int64_t>(solved_prompt.size());
+  std::vector<std::shared_ptr<const reward::SolutionEvidence>> evidence(K);
+  std::vector<reward::Group> meta_groups(K);
   std::vector<int64_t> kept_index(B, -1);  // b -> this rank's solution prompt k
-  for (int64_t k = 0; k < K; ++k) kept_index[solved_prompt[k]] = k;
-  for (const auto& s : meta_samples)
-    if (kept_index[s.prompt_index] >= 0)
-      meta_groups[kept_index[s.prompt_index]].responses.push_back(
-          {meta_texts[s.prompt_index][s.sample_index], s.tokens, s.finish == rollout::FinishReason::kLength});
+  for (int64_t k = 0; k < K; ++k) {
+    kept_index[solved_prompt[k]] = k;
+    meta_groups[k] = meta_group(solved_prompt[k], sol_groups[k], verdicts_of(sol_scores, static_cast<size_t>(k)));
+    evidence[k] = meta_groups[k].solutions;
+  }
   auto meta_scores = meta_rewards_->score(meta_groups);
   for (const auto& [k, v] : meta_scores.metrics) m[k == "reward/mean" ? "meta/reward_mean" : k] = v;
+  // The audited gated prompts' predictions against their audit, for the metric only: once gating starts, the
+  // kept prompts' abs(p - p_hat) leaves out the gated ones, which are the best predicted.
+  if (!audit_groups.empty()) {
+    std::vector<reward::Group> audited_meta;
+    for (size_t j = 0; j < audit_prompt.size(); ++j)
+      audited_meta.push_back(meta_group(audit_prompt[j], audit_groups[j], verdicts_of(audit_scores, j)));
+    const auto audited = meta_rewards_->score(audited_meta).metrics;
+    if (const auto it = audited.find("reward/masa/abs_pass_error"); it != audited.end())
+      m["masa/gate_audited_abs_pass_error"] = it->second;
+  }
   t_score += seconds_since(t0);
 
   // Sequences: solution groups 0..K_all-1, meta groups K_all..2K_all-1 (each normalised on its own).

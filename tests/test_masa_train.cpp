@@ -536,8 +536,8 @@ TEST_F(MasaTrain, TwoRanksMatchOneProcess) {
   for (size_t i = 0; i < a.size(); ++i) {
     for (const char* k : {"accuracy", "solution/response_length", "meta/response_length", "masa/gated",
                           "masa/gate_audited", "masa/kept_zero_var", "masa/cutoff_budget_saved", "masa/notion_hints",
-                          "masa/gate_withheld", "masa/gate_checked_precision_unsolved", "masa/expert_buffer",
-                          "reward/mean"})
+                          "masa/gate_withheld", "masa/gate_checked_precision_unsolved",
+                          "masa/gate_audited_abs_pass_error", "masa/expert_buffer", "reward/mean"})
       if (a[i].contains(k)) {
         EXPECT_NEAR(a[i][k].get<double>(), b[i].at(k).get<double>(), 1e-9) << k << " step " << i + 1;
       }

@@ -934,50 +934,33 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   const auto audit_groups = solution_groups(problems_of(audit_prompt), audit_prompts, audit_samples);
   const auto audit_scores = audit_groups.empty() ? reward::Scores{} : rewards_->score(audit_groups);
 
-  // Prompt b's meta rollouts as a group to judge against its solutions (scored groups and their verdicts).
-  const auto meta_group = [&](int64_t b, const reward::Group& solutions, const std::vector<bool>* verdicts) {
+  const int64_t K = static_cast<int64_t>(solved_prompt.size());
+  std::vector<std::shared_ptr<reward::SolutionEvidence>> evidence(K);
+  std::vector<reward::Group> meta_groups(K);
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t b = solved_prompt[k];
     auto e = std::make_shared<reward::SolutionEvidence>();
     e->problem = prepared_[indices[b]].problem->prompt;
-    for (size_t r = 0; r < solutions.responses.size(); ++r) {
-      e->texts.push_back(solutions.responses[r].text);
-      e->lengths.push_back(static_cast<int64_t>(solutions.responses[r].ids.size()));
-      e->correct.push_back(verdicts && (*verdicts)[r]);
+    for (size_t r = 0; r < sol_groups[k].responses.size(); ++r) {
+      e->texts.push_back(sol_groups[k].responses[r].text);
+      e->lengths.push_back(static_cast<int64_t>(sol_groups[k].responses[r].ids.size()));
+      e->correct.push_back(!sol_scores.correct.empty() && sol_scores.correct[k][r]);
     }
-    reward::Group g;
+    evidence[k] = e;
+    auto& g = meta_groups[k];
     g.prompt = c.notion_exclude == "meta_prompt" ? prepared_[indices[b]].meta_prompt_text : e->problem;
     g.ground_truth = prepared_[indices[b]].problem->answer;
     g.max_new_tokens = c.meta_max_new_tokens;
     g.solutions = e;
-    for (const auto& s : meta_samples)
-      if (s.prompt_index == b)
-        g.responses.push_back(
-            {meta_texts[b][s.sample_index], s.tokens, s.finish == rollout::FinishReason::kLength});
-    return g;
-  };
-  const auto verdicts_of = [](const reward::Scores& scores, size_t j) {
-    return j < scores.correct.size() ? &scores.correct[j] : nullptr;
-  };
-  const int64_t K = static_cast<int64_t>(solved_prompt.size());
-  std::vector<std::shared_ptr<const reward::SolutionEvidence>> evidence(K);
-  std::vector<reward::Group> meta_groups(K);
-  std::vector<int64_t> kept_index(B, -1);  // b -> this rank's solution prompt k
-  for (int64_t k = 0; k < K; ++k) {
-    kept_index[solved_prompt[k]] = k;
-    meta_groups[k] = meta_group(solved_prompt[k], sol_groups[k], verdicts_of(sol_scores, static_cast<size_t>(k)));
-    evidence[k] = meta_groups[k].solutions;
   }
+  std::vector<int64_t> kept_index(B, -1);  // b -> this rank's solution prompt k
+  for (int64_t k = 0; k < K; ++k) kept_index[solved_prompt[k]] = k;
+  for (const auto& s : meta_samples)
+    if (kept_index[s.prompt_index] >= 0)
+      meta_groups[kept_index[s.prompt_index]].responses.push_back(
+          {meta_texts[s.prompt_index][s.sample_index], s.tokens, s.finish == rollout::FinishReason::kLength});
   auto meta_scores = meta_rewards_->score(meta_groups);
   for (const auto& [k, v] : meta_scores.metrics) m[k == "reward/mean" ? "meta/reward_mean" : k] = v;
-  // The audited gated prompts' predictions against their audit, for the metric only: once gating starts, the
-  // kept prompts' abs(p - p_hat) leaves out the gated ones, which are the best predicted.
-  if (!audit_groups.empty()) {
-    std::vector<reward::Group> audited_meta;
-    for (size_t j = 0; j < audit_prompt.size(); ++j)
-      audited_meta.push_back(meta_group(audit_prompt[j], audit_groups[j], verdicts_of(audit_scores, j)));
-    const auto audited = meta_rewards_->score(audited_meta).metrics;
-    if (const auto it = audited.find("reward/masa/abs_pass_error"); it != audited.end())
-      m["masa/gate_audited_abs_pass_error"] = it->second;
-  }
   t_score += seconds_since(t0);
 
   // Sequences: solution groups 0..K_all-1, meta groups K_all..2K_all-1 (each normalised on its own).
@@ -1019,18 +1002,29 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   double correct_total = 0, audited_zero = 0, kept_zero = 0, budget_saved = 0, cap_sum = 0;
   for (double cc : correct_count) correct_total += cc;
   for (const auto& v : audit_scores.correct) audited_zero += zero_variance(v);
+  // The audited gated prompts' predicted pass rates against their audit, as reward/masa/abs_pass_error judges
+  // the kept ones: once gating starts, that metric leaves out the gated prompts, the confidently predicted.
+  double audited_error = 0, audited_predictions = 0;
+  for (size_t j = 0; j < audit_prompt.size() && j < audit_scores.correct.size(); ++j) {
+    const auto& v = audit_scores.correct[j];
+    const double p = static_cast<double>(std::count(v.begin(), v.end(), true)) / std::max<double>(1, v.size());
+    for (const auto& prediction : predictions[audit_prompt[j]])
+      if (prediction.pass_rate) audited_error += std::fabs(p - *prediction.pass_rate), ++audited_predictions;
+  }
   for (int64_t k = 0; k < K; ++k) {
     kept_zero += !withheld[solved_prompt[k]] && zero_variance(evidence[k]->correct);
     cap_sum += static_cast<double>(cap[solved_prompt[k]]);
     budget_saved += static_cast<double>((limit - cap[solved_prompt[k]]) * cfg_.rollout.n);
   }
-  std::array<double, 13> sums{correct_total, static_cast<double>(sol_samples.size()), sol_reward, sol_tokens,
+  std::array<double, 15> sums{correct_total, static_cast<double>(sol_samples.size()), sol_reward, sol_tokens,
                               sol_truncated, cut_truncated, meta_kept_tokens, meta_kept, meta_truncated, meta_tokens,
-                              static_cast<double>(notion_hints), audited_zero, kept_zero};
+                              static_cast<double>(notion_hints), audited_zero, kept_zero, audited_error,
+                              audited_predictions};
   comm_->all_reduce(sums.data(), sums.size(), dist::DType::kFloat64, dist::ReduceOp::kSum);
   correct_total = sums[0], sol_reward = sums[2], sol_tokens = sums[3], sol_truncated = sums[4];
   cut_truncated = sums[5], meta_kept_tokens = sums[6], meta_kept = sums[7], meta_truncated = sums[8];
   meta_tokens = sums[9], audited_zero = sums[11], kept_zero = sums[12];
+  if (sums[14] > 0) m["masa/gate_audited_abs_pass_error"] = sums[13] / sums[14];
   const double n_sol = std::max<double>(1, sums[1]);
   std::array<double, 2> caps{cap_sum, budget_saved};
   comm_->all_reduce(caps.data(), caps.size(), dist::DType::kFloat64, dist::ReduceOp::kSum);

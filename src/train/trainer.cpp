@@ -917,9 +917,10 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   t0 = Clock::now();
   const auto audit_samples = generate(audit_prompts, cfg_.rollout.n, rollout_seed);
   const double t_audit = seconds_since(t0);
-  // With the gate checking itself the audit is part of training; otherwise it only measures, and is timed apart.
-  const bool audit_trains = c.gate_min_precision > 0;
-  t_generate += t_meta + t_solve + (audit_trains ? t_audit : 0.0);
+  // With the gate checking itself the audit steers the gate, so its time counts (its rollouts still stay out of
+  // the update); otherwise it only measures, and is timed apart.
+  const bool audit_checks_gate = c.gate_min_precision > 0;
+  t_generate += t_meta + t_solve + (audit_checks_gate ? t_audit : 0.0);
 
   // Score the solutions (the configured reward modules), then judge each kept prompt's meta rollouts against them.
   t0 = Clock::now();
@@ -1038,7 +1039,7 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   m["masa/efficient"] = efficient;
   if (c.notion_feed_in) m["masa/notion_hints"] = sums[10];
   if (efficient) m["time/meta_generate"] = t_meta, m["time/solution_generate"] = t_solve;
-  m[audit_trains ? "time/masa_gate_check" : "time/masa_audit"] = t_audit;
+  m[audit_checks_gate ? "time/masa_gate_check" : "time/masa_audit"] = t_audit;
   if (efficient) {
     const auto n_gated = static_cast<double>(std::count(gated.begin(), gated.end(), true));
     const auto n_audited = static_cast<double>(std::count(audited.begin(), audited.end(), true));

@@ -1,8 +1,8 @@
 """Summarises scripts/reproduce_masa.sh: a markdown table (table.md) and plots (PNG) from each run's metrics.jsonl.
 
 Wall time is the sum of the steps' time/step (evaluation excluded) minus time/masa_audit, the rollouts that
-only measure the gate. With masa.gate_min_precision the gate learns from those rollouts, so the trainer logs them
-as time/masa_gate_check instead, and they count. Time to GRPO's accuracy: the wall time at the first evaluation
+only measure the gate. With masa.gate_min_precision the gate learns from those rollouts, so the trainer generates
+them with the kept prompts' solutions and logs no time/masa_audit: they count. Time to GRPO's accuracy: the wall time at the first evaluation
 where a run's held-out accuracy reaches GRPO's final one (same seed). Gate precision is measured twice: during training, on the audited
 gated prompts (masa/gate_*), and after it on the unseen held-out problems (gate/gate.json of each MASA run, from
 introspect analyze masa-gate), beside that set's base rate, the precision of gating every problem. The cutoff

@@ -860,8 +860,8 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
     for (int64_t b = 0; b < B; ++b) gated[b] = flags[b] != 0, audited[b] = flags[B + b] != 0;
   }
 
-  // Solution rollouts: the kept prompts (under their cutoff), then the audited gated ones in their own call so
-  // their cost is timed apart.
+  // Solution rollouts: the kept prompts (under their cutoff) and the audited gated ones. An audit that only
+  // measures gets its own call, timed apart; one that steers the gate is part of training and shares the call.
   // Prompt k of the step's kept ones is solution group k (meta group K_all + k) on whichever rank holds it.
   std::vector<int64_t> solved_prompt;  // prompt b of each of this rank's solution prompts
   std::vector<int64_t> solved_group;   // ... and its place k among all ranks' kept prompts
@@ -893,34 +893,42 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
     solved_prompt.push_back(b);
     solved_group.push_back(k_all);
   }
-  t0 = Clock::now();
-  std::vector<rollout::Sample> sol_samples;
-  if (efficient) {
-    sol_samples = generate(sol_prompts, cfg_.rollout.n, rollout_seed);
-  } else {
-    // Spec 3.1 phase 1: nothing waits on the predictions, so meta and solution rollouts share one generation
-    // call and the meta path's decode steps overlap the solutions' instead of adding to them.
-    auto both = meta_prompts;
-    both.insert(both.end(), sol_prompts.begin(), sol_prompts.end());
-    const auto n_meta = static_cast<int64_t>(meta_prompts.size());
+  // One generation call for two prompt lists: the decode steps of one overlap the other's instead of adding to
+  // them, and the samples come back split (each list's own prompt indices).
+  auto generate_together = [&](const std::vector<rollout::Prompt>& first, const std::vector<rollout::Prompt>& second,
+                               std::vector<rollout::Sample>& first_samples,
+                               std::vector<rollout::Sample>& second_samples) {
+    auto both = first;
+    both.insert(both.end(), second.begin(), second.end());
+    const auto n_first = static_cast<int64_t>(first.size());
     for (auto& s : generate(both, cfg_.rollout.n, rollout_seed)) {
-      if (s.prompt_index < n_meta) {
-        meta_samples.push_back(std::move(s));
+      if (s.prompt_index < n_first) {
+        first_samples.push_back(std::move(s));
       } else {
-        s.prompt_index -= n_meta;
-        sol_samples.push_back(std::move(s));
+        s.prompt_index -= n_first;
+        second_samples.push_back(std::move(s));
       }
     }
+  };
+  // With the gate checking itself the audit steers the gate, so its time counts (its rollouts still stay out of
+  // the update); otherwise it only measures.
+  const bool audit_checks_gate = c.gate_min_precision > 0;
+  t0 = Clock::now();
+  std::vector<rollout::Sample> sol_samples, audit_samples;
+  if (!efficient) {
+    // Spec 3.1 phase 1: nothing waits on the predictions, so meta and solution rollouts share one call.
+    generate_together(meta_prompts, sol_prompts, meta_samples, sol_samples);
+  } else if (audit_checks_gate) {
+    generate_together(sol_prompts, audit_prompts, sol_samples, audit_samples);
+  } else {
+    sol_samples = generate(sol_prompts, cfg_.rollout.n, rollout_seed);
   }
   const double t_solve = seconds_since(t0);
   if (!efficient) predict();
   t0 = Clock::now();
-  const auto audit_samples = generate(audit_prompts, cfg_.rollout.n, rollout_seed);
+  if (!audit_checks_gate) audit_samples = generate(audit_prompts, cfg_.rollout.n, rollout_seed);
   const double t_audit = seconds_since(t0);
-  // With the gate checking itself the audit steers the gate, so its time counts (its rollouts still stay out of
-  // the update); otherwise it only measures, and is timed apart.
-  const bool audit_checks_gate = c.gate_min_precision > 0;
-  t_generate += t_meta + t_solve + (audit_checks_gate ? t_audit : 0.0);
+  t_generate += t_meta + t_solve;
 
   // Score the solutions (the configured reward modules), then judge each kept prompt's meta rollouts against them.
   t0 = Clock::now();
@@ -1039,7 +1047,7 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   m["masa/efficient"] = efficient;
   if (c.notion_feed_in) m["masa/notion_hints"] = sums[10];
   if (efficient) m["time/meta_generate"] = t_meta, m["time/solution_generate"] = t_solve;
-  m[audit_checks_gate ? "time/masa_gate_check" : "time/masa_audit"] = t_audit;
+  if (!audit_checks_gate) m["time/masa_audit"] = t_audit;
   if (efficient) {
     const auto n_gated = static_cast<double>(std::count(gated.begin(), gated.end(), true));
     const auto n_audited = static_cast<double>(std::count(audited.begin(), audited.end(), true));

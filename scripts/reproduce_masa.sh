@@ -5,10 +5,12 @@
 # Writes runs/masa-repro/table.md and PNG plots.
 # Usage: scripts/reproduce_masa.sh [extra overrides for all runs, e.g. train.total_steps=60]
 # Environment: MASA_REPRO_OUT (the output folder), MASA_REPRO_SEEDS (default "1 2 3"), MASA_REPRO_VARIANTS (a subset
-# of "grpo masa masa-efficient masa-efficient-nocutoff"), MASA_REPRO_DEMO (extra warm-start overrides). The toy with
-# long solutions, where the meta path is a small share of rollout tokens as in the paper:
-#   MASA_REPRO_DEMO=demo.masa_working=true scripts/reproduce_masa.sh rollout.max_new_tokens=192 \
-#     masa.cutoff_min_tokens=60 train.total_steps=200 masa.efficient_start_step=100 train.eval_every=10
+# of "grpo masa masa-efficient masa-efficient-nocutoff"), MASA_REPRO_DEMO (extra warm-start overrides) and
+# MASA_REPRO_TOY: "short" (the default; about 16 min) or "long", the toy whose solutions spell out their working
+# (about 100 tokens) so that the meta path is a small share of rollout tokens, as in the paper (about 80 min). The
+# long toy is the short one with these overrides, which the extra overrides above can change:
+#   demo.masa_working=true for the warm start; rollout.max_new_tokens=192 masa.cutoff_min_tokens=60
+#   train.total_steps=200 masa.efficient_start_step=100 train.eval_every=10 for the runs and the gate analysis
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
@@ -18,7 +20,17 @@ bin="${INTROSPECT_BIN:-build/bin/introspect}"
 out="${MASA_REPRO_OUT:-runs/masa-repro}"
 mkdir -p "$out"
 variants="${MASA_REPRO_VARIANTS:-grpo masa masa-efficient masa-efficient-nocutoff}"
+case "${MASA_REPRO_TOY:-short}" in
+  short) toy_demo=() toy_runs=() ;;
+  long)
+    toy_demo=(demo.masa_working=true)
+    toy_runs=(rollout.max_new_tokens=192 masa.cutoff_min_tokens=60 train.total_steps=200 masa.efficient_start_step=100
+              train.eval_every=10) ;;
+  *) echo "MASA_REPRO_TOY must be short or long, not '${MASA_REPRO_TOY}'" >&2; exit 2 ;;
+esac
 read -r -a demo_overrides <<< "${MASA_REPRO_DEMO:-}"
+demo_overrides=("${toy_demo[@]}" "${demo_overrides[@]}")
+set -- "${toy_runs[@]}" "$@"
 for seed in ${MASA_REPRO_SEEDS:-1 2 3}; do
   d="$out/seed$seed"
   mkdir -p "$d"

@@ -2,7 +2,7 @@
 # GRPO against MASA against MASA-efficient on the toy task (demo.task=masa), 3 seeds, on this machine. Each seed
 # gets its own SFT warm start; the four runs start from it. The MASA policies' gate is then measured on the
 # held-out problems (introspect analyze masa-gate), and MASA-efficient runs once more with the early cutoff off.
-# Writes runs/masa-repro/table.md and PNG plots.
+# Writes runs/masa-repro/table.md (runs/masa-repro-long/ for the long toy) and PNG plots.
 # Usage: scripts/reproduce_masa.sh [extra overrides for all runs, e.g. train.total_steps=60]
 # Environment: MASA_REPRO_OUT (the output folder), MASA_REPRO_SEEDS (default "1 2 3"), MASA_REPRO_VARIANTS (a subset
 # of "grpo masa masa-efficient masa-efficient-nocutoff"), MASA_REPRO_DEMO (extra warm-start overrides) and
@@ -11,23 +11,25 @@
 # long toy is the short one with these overrides, which the extra overrides above can change:
 #   demo.masa_working=true for the warm start; rollout.max_new_tokens=192 masa.cutoff_min_tokens=60
 #   train.total_steps=200 masa.efficient_start_step=100 train.eval_every=10 for the runs and the gate analysis
+# (a shorter train.total_steps must stay above masa.efficient_start_step, or MASA-efficient is plain MASA).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 cd "$root"
 bin="${INTROSPECT_BIN:-build/bin/introspect}"
 [[ -x "$bin" ]] || scripts/build.sh
-out="${MASA_REPRO_OUT:-runs/masa-repro}"
-mkdir -p "$out"
 variants="${MASA_REPRO_VARIANTS:-grpo masa masa-efficient masa-efficient-nocutoff}"
 case "${MASA_REPRO_TOY:-short}" in
-  short) toy_demo=() toy_runs=() ;;
+  short) toy_demo=() toy_runs=() toy_out=runs/masa-repro ;;
   long)
-    toy_demo=(demo.masa_working=true)
+    toy_demo=(demo.masa_working=true) toy_out=runs/masa-repro-long
     toy_runs=(rollout.max_new_tokens=192 masa.cutoff_min_tokens=60 train.total_steps=200 masa.efficient_start_step=100
               train.eval_every=10) ;;
   *) echo "MASA_REPRO_TOY must be short or long, not '${MASA_REPRO_TOY}'" >&2; exit 2 ;;
 esac
+# The report reads every seed folder in the output, so the two toys never share one.
+out="${MASA_REPRO_OUT:-$toy_out}"
+mkdir -p "$out"
 read -r -a demo_overrides <<< "${MASA_REPRO_DEMO:-}"
 demo_overrides=("${toy_demo[@]}" "${demo_overrides[@]}")
 set -- "${toy_runs[@]}" "$@"

@@ -1,15 +1,16 @@
 """Summarises scripts/reproduce_masa.sh: a markdown table (table.md) and plots (PNG) from each run's metrics.jsonl.
 
-Wall time is the sum of the steps' time/step (evaluation excluded) minus time/masa_audit, the rollouts that
-only measure the gate. With masa.gate_min_precision the gate learns from those rollouts, so the trainer generates
-them with the kept prompts' solutions and logs no time/masa_audit: they count. Time to GRPO's accuracy: the wall time at the first evaluation
-where a run's held-out accuracy reaches GRPO's final one (same seed); the speed-up is GRPO's wall time over that (the
-paper's measure). Held-out accuracy on a toy moves by a few points from one evaluation to the next, so two stricter
-ratios follow it: against GRPO's own first evaluation at its final accuracy, and on the trailing mean of the last
-SMOOTH evaluations (GRPO's final trailing mean, first reached). Summaries of speed-ups are geometric means. Gate precision is measured twice: during training, on the audited
-gated prompts (masa/gate_*), and after it on the unseen held-out problems (gate/gate.json of each MASA run, from
-introspect analyze masa-gate), beside that set's base rate, the precision of gating every problem. The cutoff
-ablation compares MASA-efficient with masa-efficient-nocutoff (the same run with masa.cutoff_scale=0).
+Wall time is the sum of the steps' time/step (evaluation excluded) minus time/masa_audit, the rollouts that only
+measure the gate. With masa.gate_min_precision the gate learns from those rollouts, so the trainer generates them with
+the kept prompts' solutions and logs no time/masa_audit: they count. Time to GRPO's accuracy: the wall time at the
+first evaluation where a run's held-out accuracy reaches GRPO's final one (same seed); the speed-up is GRPO's wall
+time over that (the paper's measure). Held-out accuracy on a toy moves by a few points from one evaluation to the
+next, so two stricter ratios follow it: against GRPO's own first evaluation at its final accuracy, and on the trailing
+mean of the last SMOOTH evaluations (GRPO's final trailing mean, first reached). Summaries of speed-ups are geometric
+means. Gate precision is measured twice: during training, on the audited gated prompts (masa/gate_*), and after it on
+the unseen held-out problems (gate/gate.json of each MASA run, from introspect analyze masa-gate), beside that set's
+base rate, the precision of gating every problem. The cutoff ablation compares MASA-efficient with
+masa-efficient-nocutoff (the same run with masa.cutoff_scale=0).
 Usage: masa_report.py RUN_DIR
 """
 import json
@@ -73,8 +74,8 @@ table = ["| seed | run | acc. before | acc. after | wall s | s to GRPO's final a
          "unseen: gate precision / base rate / recall | cutoff-truncated | meta token share | solution tokens/step |",
          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 curves = {v: [] for v in VARIANTS}
-summary = {v: {"speedup": [], "strict": [], "smooth": [], "after": [], "precision": [], "unseen": [], "base": [], "err_first": [], "err_last": [],
-              "share": []} for v in VARIANTS}
+summary = {v: {k: [] for k in ("speedup", "strict", "smooth", "after", "precision", "unseen", "base", "err_first",
+                                "err_last", "share")} for v in VARIANTS}
 for seed in seeds:
     runs = {v: load(seed, v) for v in VARIANTS if os.path.exists(os.path.join(out, f"seed{seed}", v, "metrics.jsonl"))}
     grpo_rows, grpo_clock = runs["grpo"]

@@ -59,6 +59,11 @@ def smoothed(evals):
             for i, (s, _, c) in enumerate(evals) if i + 1 >= SMOOTH]
 
 
+def evaluations(rows, clock):
+    """(step, held-out accuracy, wall time) at each evaluation."""
+    return [(r["step"], r["eval/accuracy"], c) for r, c in zip(rows, clock) if r.get("eval/accuracy") is not None]
+
+
 def first_reach(evals, target):
     return next((c for _, a, c in evals if a >= target - 1e-12), None)
 
@@ -78,14 +83,13 @@ summary = {v: {k: [] for k in ("speedup", "strict", "smooth", "after", "precisio
                                 "err_last", "share")} for v in VARIANTS}
 for seed in seeds:
     runs = {v: load(seed, v) for v in VARIANTS if os.path.exists(os.path.join(out, f"seed{seed}", v, "metrics.jsonl"))}
-    grpo_rows, grpo_clock = runs["grpo"]
-    grpo_evals = [(r["eval/accuracy"], c) for r, c in zip(grpo_rows, grpo_clock) if r.get("eval/accuracy") is not None]
-    target, grpo_time = grpo_evals[-1]
-    grpo_first = first_reach([(0, a, c) for a, c in grpo_evals], target)
-    grpo_smooth = smoothed([(0, a, c) for a, c in grpo_evals])
+    grpo_evals = evaluations(*runs["grpo"])
+    _, target, grpo_time = grpo_evals[-1]
+    grpo_first = first_reach(grpo_evals, target)
+    grpo_smooth = smoothed(grpo_evals)
     smooth_target = grpo_smooth[-1][1] if grpo_smooth else None
     for v, (rows, clock) in runs.items():
-        evals = [(r["step"], r["eval/accuracy"], c) for r, c in zip(rows, clock) if r.get("eval/accuracy") is not None]
+        evals = evaluations(rows, clock)
         curves[v].append(evals)
         reach = first_reach(evals, target)
         speedup = grpo_time / reach if reach else None

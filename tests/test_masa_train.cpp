@@ -400,6 +400,62 @@ TEST_F(MasaTrain, EarlyCutoffCapsEachPromptsSolutions) {
   EXPECT_GT(s.at("masa/cutoff_budget_saved").get<double>(), 8 * 4 * (24 - 3) / 2);
 }
 
+// masa.cutoff_guard_max_over_cap: caps of 3 tokens (answers need more) leave most rollouts past their cap, so after
+// the plain MASA step the guard holds the cutoff back. A checkpoint keeps the share it acts on: resumed from step 1
+// it holds again; told instead that step 1 ran within its caps, it cuts at step 2, sees most rollouts stopped, and
+// holds the cutoff at step 3.
+TEST_F(MasaTrain, CutoffGuardHoldsTheCutoffWhileRolloutsRunPastTheirCaps) {
+  auto c = masa_run("cutoff_guard");
+  c.masa.efficient = true;
+  c.masa.efficient_start_step = 1;
+  c.masa.gate_sigma = 0;
+  c.masa.cutoff_scale = 0.3;
+  c.masa.cutoff_min_tokens = 2;
+  c.masa.cutoff_guard_max_over_cap = 0.5;
+  c.train.total_steps = 2;
+  c.train.save_every = 1;
+  train::run(c);
+  const auto metrics = fs::path(c.run.out_dir) / "metrics.jsonl";
+  auto m = read_jsonl(metrics);
+  ASSERT_EQ(m.size(), 2u);
+  const double first_over = m[0].at("masa/cutoff_over_cap_frac");
+  EXPECT_GT(first_over, 0.5);
+  EXPECT_FALSE(m[0].contains("masa/cutoff_held"));
+  const auto held_at_step_2 = [&] {
+    EXPECT_EQ(m[1].at("masa/cutoff_held").get<double>(), 1.0);
+    EXPECT_EQ(m[1].at("masa/cutoff_truncated_frac").get<double>(), 0.0);
+    EXPECT_EQ(m[1].at("masa/cutoff_mean").get<double>(), 24.0);  // the full limit
+    EXPECT_GT(m[1].at("masa/cutoff_over_cap_frac").get<double>(), 0.5);
+  };
+  held_at_step_2();
+
+  const auto checkpoints = fs::path(c.run.out_dir) / "checkpoints";
+  const auto state_path = checkpoints / "step_1" / "state.json";
+  auto state = json::parse(std::ifstream(state_path));
+  EXPECT_EQ(state.at("masa_cutoff_over_cap").get<double>(), first_over);
+  train::RunOptions resume;
+  resume.resume_auto = true;
+  fs::remove_all(checkpoints / "step_2");
+  train::run(c, resume);
+  m = read_jsonl(metrics);
+  ASSERT_EQ(m.size(), 2u);
+  held_at_step_2();
+
+  state["masa_cutoff_over_cap"] = 0.0;
+  std::ofstream(state_path) << state.dump();
+  fs::remove_all(checkpoints / "step_2");
+  c.train.total_steps = 3;
+  train::run(c, resume);
+  m = read_jsonl(metrics);
+  ASSERT_EQ(m.size(), 3u);
+  EXPECT_EQ(m[1].at("masa/cutoff_held").get<double>(), 0.0);
+  EXPECT_LE(m[1].at("masa/cutoff_mean").get<double>(), 3.0);
+  const double cut = m[1].at("masa/cutoff_truncated_frac");
+  EXPECT_GT(cut, 0.5);
+  EXPECT_EQ(m[1].at("masa/cutoff_over_cap_frac").get<double>(), cut);  // every rollout past its cap was stopped
+  EXPECT_EQ(m[2].at("masa/cutoff_held").get<double>(), 1.0);
+}
+
 TEST_F(MasaTrain, NotionFeedInHintsTheSolutionPrompts) {
   auto c = masa_run("feed_in");
   c.masa.efficient = true;

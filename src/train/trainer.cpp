@@ -275,6 +275,7 @@ class Trainer {
   std::unique_ptr<reward::RewardSet> rewards_, meta_rewards_;
   std::vector<SftExample> expert_buffer_;  // MASA expert meta trajectories waiting for their SFT step
   masa::GateCheck gate_check_;             // MASA's gate's checked verdicts (the same on every rank)
+  std::optional<double> cutoff_over_cap_;  // last step's masa/cutoff_over_cap_frac, for the cutoff guard
   io::Dataset train_set_, eval_set_;
   std::vector<PreparedProblem> prepared_;
   int64_t skipped_long_prompts_ = 0;
@@ -459,6 +460,7 @@ void Trainer::save_checkpoint() {
         if (!expert_buffer.empty()) state["masa_expert_buffer"] = expert_buffer;
         if (!gate_check_.solved.empty() || !gate_check_.unsolved.empty())
           state["masa_gate_check"] = {{"solved", gate_check_.solved}, {"unsolved", gate_check_.unsolved}};
+        if (cutoff_over_cap_) state["masa_cutoff_over_cap"] = *cutoff_over_cap_;
         std::ofstream f(tmp / "state.json");
         f << state.dump(2) << "\n";
         if (!f.flush()) throw std::runtime_error("cannot write " + (tmp / "state.json").string());
@@ -558,6 +560,8 @@ void Trainer::resume() {
   for (const bool side : {false, true})
     for (const bool zero_variance : checked.value(side ? "solved" : "unsolved", std::vector<bool>{}))
       gate_check_.add(side, zero_variance);
+  cutoff_over_cap_.reset();
+  if (state.contains("masa_cutoff_over_cap")) cutoff_over_cap_ = state.at("masa_cutoff_over_cap").get<double>();
   drop_metrics_from(step_ + 1);
   log::info("resumed from ", dir.string(), " at step ", step_, " (saved by ", state.value("world_size", 1),
             " rank(s) with zero_stage ", state.value("zero_stage", 0), "; now ", comm_->world_size(), " with ",
@@ -837,6 +841,9 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   std::vector<bool> gated(B, false), audited(B, false), withheld(B, false), verdict_solved(B, false);
   std::vector<int64_t> cap(B, limit);
   int64_t gated_on_solved = 0;
+  // masa.cutoff_guard_max_over_cap: last step's rollouts ran past their cutoffs too often to trust this step's.
+  const bool measure_over_cap = c.efficient && c.cutoff_scale > 0;
+  const bool cutoff_held = efficient && cutoff_over_cap_ && *cutoff_over_cap_ > c.cutoff_guard_max_over_cap;
   const std::array<bool, 2> side_stopped{gate_check_.suspended(false), gate_check_.suspended(true)};
   if (efficient) {
     const auto gate_options = masa::gate_options(c);
@@ -849,7 +856,8 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
       if (gated[b]) {
         audited[b] = static_cast<double>(mix(seed, 0xA0D1ull + static_cast<uint64_t>(b)) >> 11) * 0x1.0p-53 <
                      c.gate_audit_frac;
-      } else if (!withheld[b]) {  // a withheld prompt is solved as an audit is (full limit, no hint): a fair check
+      } else if (!withheld[b] && !cutoff_held) {  // a withheld prompt is solved as an audit is (full limit, no
+                                                   // hint): a fair check
         cap[b] = masa::cutoff_tokens(predictions[b], c.cutoff_scale, c.cutoff_min_tokens, limit);
       }
     }
@@ -976,7 +984,15 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   std::vector<Sequence> seqs;
   std::vector<double> correct_count(K, 0.0);
   double sol_tokens = 0, meta_tokens = 0, sol_reward = 0, sol_truncated = 0, cut_truncated = 0, meta_truncated = 0;
+  // Each kept prompt's cutoff, applied or not; a rollout runs past it when the cutoff stops it or would have.
+  double over_cap = 0;
+  std::vector<int64_t> would_cap(K, limit);
+  if (measure_over_cap)
+    for (int64_t k = 0; k < K; ++k)
+      would_cap[k] = masa::cutoff_tokens(predictions[solved_prompt[k]], c.cutoff_scale, c.cutoff_min_tokens, limit);
   for (const auto& s : sol_samples) {
+    const auto length = static_cast<int64_t>(s.tokens.size()), k_cap = would_cap[s.prompt_index];
+    over_cap += k_cap < limit && (length > k_cap || (s.finish == rollout::FinishReason::kLength && length == k_cap));
     Sequence q = sequence_of(s, sol_prompts[s.prompt_index].ids, solved_group[s.prompt_index]);
     q.score = sol_scores.rewards[s.prompt_index][s.sample_index];
     q.correct = !sol_scores.correct.empty() && sol_scores.correct[s.prompt_index][s.sample_index];
@@ -1025,10 +1041,10 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
     cap_sum += static_cast<double>(cap[solved_prompt[k]]);
     budget_saved += static_cast<double>((limit - cap[solved_prompt[k]]) * cfg_.rollout.n);
   }
-  std::array<double, 15> sums{correct_total, static_cast<double>(sol_samples.size()), sol_reward, sol_tokens,
+  std::array<double, 16> sums{correct_total, static_cast<double>(sol_samples.size()), sol_reward, sol_tokens,
                               sol_truncated, cut_truncated, meta_kept_tokens, meta_kept, meta_truncated, meta_tokens,
                               static_cast<double>(notion_hints), audited_zero, kept_zero, audited_error,
-                              audited_predictions};
+                              audited_predictions, over_cap};
   comm_->all_reduce(sums.data(), sums.size(), dist::DType::kFloat64, dist::ReduceOp::kSum);
   correct_total = sums[0], sol_reward = sums[2], sol_tokens = sums[3], sol_truncated = sums[4];
   cut_truncated = sums[5], meta_kept_tokens = sums[6], meta_kept = sums[7], meta_truncated = sums[8];
@@ -1045,6 +1061,10 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   m["meta/truncated_frac"] = meta_kept > 0 ? meta_truncated / meta_kept : 0.0;
   m["masa/meta_token_share"] = meta_tokens + sol_tokens > 0 ? meta_tokens / (meta_tokens + sol_tokens) : 0.0;
   m["masa/efficient"] = efficient;
+  if (measure_over_cap && sums[1] > 0) {
+    cutoff_over_cap_ = sums[15] / sums[1];
+    m["masa/cutoff_over_cap_frac"] = *cutoff_over_cap_;
+  }
   if (c.notion_feed_in) m["masa/notion_hints"] = sums[10];
   if (efficient) m["time/meta_generate"] = t_meta, m["time/solution_generate"] = t_solve;
   if (!audit_checks_gate) m["time/masa_audit"] = t_audit;
@@ -1102,6 +1122,7 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
     m["masa/cutoff_mean"] = K_all ? caps[0] / static_cast<double>(K_all) : 0.0;
     m["masa/cutoff_budget_saved"] = caps[1];
     m["masa/cutoff_truncated_frac"] = cut_truncated / n_sol;
+    m["masa/cutoff_held"] = cutoff_held;
   }
 
   // Expert meta trajectories (spec 3.5): each prompt's best-notion meta rollout with its JSON corrected.

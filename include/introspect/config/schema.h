@@ -427,6 +427,7 @@ struct MasaConfig {
   std::string gated_loss_norm = "counted";
   double cutoff_scale = 2.0;
   int64_t cutoff_min_tokens = 128;
+  double cutoff_guard_max_over_cap = 1.0;
   bool notion_feed_in = false;
   MasaExpertSftConfig expert_sft;
 
@@ -496,6 +497,13 @@ struct MasaConfig {
             "Early cutoff: solution rollouts stop at this times the mean predicted length (0 turns cutoff off)",
             Range::at_least(0));
     v.field("cutoff_min_tokens", cutoff_min_tokens, "Smallest per-prompt cutoff", Range::at_least(1));
+    v.field("cutoff_guard_max_over_cap", cutoff_guard_max_over_cap,
+            "The early cutoff is held back (every solution gets the full limit) at a step after one where more than "
+            "this share of the solution rollouts ran past their prompt's cutoff, applied or not "
+            "(masa/cutoff_over_cap_frac, measured from the first MASA step on). Guards against length predictions "
+            "too short for the policy, which the cutoff would turn into truncated answers. 1 (the default) never "
+            "holds it back, as in the spec, which is silent [inferred]",
+            Range::unit());
     v.field("notion_feed_in", notion_feed_in,
             "Append one meta rollout's predicted notions to the solution prompt as a hint (efficient phase)");
     v.section("expert_sft", "Expert meta-trajectory SFT (MASA v1)", expert_sft);

@@ -454,6 +454,18 @@ TEST_F(MasaTrain, CutoffGuardHoldsTheCutoffWhileRolloutsRunPastTheirCaps) {
   EXPECT_GT(cut, 0.5);
   EXPECT_EQ(m[1].at("masa/cutoff_over_cap_frac").get<double>(), cut);  // every rollout past its cap was stopped
   EXPECT_EQ(m[2].at("masa/cutoff_held").get<double>(), 1.0);
+
+  // With the cutoff turned off there is nothing to hold, whatever the checkpoint says.
+  state["masa_cutoff_over_cap"] = 1.0;
+  std::ofstream(state_path) << state.dump();
+  fs::remove_all(checkpoints / "step_2"), fs::remove_all(checkpoints / "step_3");
+  c.masa.cutoff_scale = 0;
+  c.train.total_steps = 2;
+  train::run(c, resume);
+  m = read_jsonl(metrics);
+  ASSERT_EQ(m.size(), 2u);
+  EXPECT_EQ(m[1].at("masa/cutoff_held").get<double>(), 0.0);
+  EXPECT_FALSE(m[1].contains("masa/cutoff_over_cap_frac"));
 }
 
 TEST_F(MasaTrain, NotionFeedInHintsTheSolutionPrompts) {

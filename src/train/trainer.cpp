@@ -843,7 +843,7 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   int64_t gated_on_solved = 0;
   // masa.cutoff_guard_max_over_cap: last step's rollouts ran past their cutoffs too often to trust this step's.
   const bool measure_over_cap = c.efficient && c.cutoff_scale > 0;
-  const bool cutoff_held = efficient && cutoff_over_cap_ && *cutoff_over_cap_ > c.cutoff_guard_max_over_cap;
+  const bool cutoff_held = efficient && measure_over_cap && cutoff_over_cap_ && *cutoff_over_cap_ > c.cutoff_guard_max_over_cap;
   const std::array<bool, 2> side_stopped{gate_check_.suspended(false), gate_check_.suspended(true)};
   if (efficient) {
     const auto gate_options = masa::gate_options(c);

@@ -582,6 +582,7 @@ TEST_F(MasaTrain, TwoRanksMatchOneProcess) {
   c.masa.gate_check_window = 4;
   c.masa.cutoff_scale = 2.0;
   c.masa.cutoff_min_tokens = 4;
+  c.masa.cutoff_guard_max_over_cap = 0;  // any rollout past its cap holds the next step's cutoff
   c.masa.notion_feed_in = true;
   c.masa.expert_sft.enabled = true;
   c.masa.expert_sft.buffer_size = 2;
@@ -606,13 +607,15 @@ TEST_F(MasaTrain, TwoRanksMatchOneProcess) {
     for (const char* k : {"accuracy", "solution/response_length", "meta/response_length", "masa/gated",
                           "masa/gate_audited", "masa/kept_zero_var", "masa/cutoff_budget_saved", "masa/notion_hints",
                           "masa/gate_withheld", "masa/gate_checked_precision_unsolved",
-                          "masa/gate_audited_abs_pass_error", "masa/expert_buffer", "reward/mean"})
+                          "masa/gate_audited_abs_pass_error", "masa/expert_buffer", "masa/cutoff_over_cap_frac",
+                          "masa/cutoff_held", "reward/mean"})
       if (a[i].contains(k)) {
         EXPECT_NEAR(a[i][k].get<double>(), b[i].at(k).get<double>(), 1e-9) << k << " step " << i + 1;
       }
     expert_step = expert_step || a[i].contains("masa/expert_sft_loss");
   }
   EXPECT_TRUE(expert_step);  // the expert SFT step ran, on both
+  EXPECT_EQ(a[1].at("masa/cutoff_held").get<double>(), 1.0);  // the cutoff guard acted, on both
   EXPECT_TRUE(std::any_of(a.begin(), a.end(), [](const json& r) {
     return r.contains("masa/gate_checked_precision_unsolved");  // the gate's verdicts were checked
   }));

@@ -843,7 +843,8 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
   int64_t gated_on_solved = 0;
   // masa.cutoff_guard_max_over_cap: last step's rollouts ran past their cutoffs too often to trust this step's.
   const bool measure_over_cap = c.efficient && c.cutoff_scale > 0;
-  const bool cutoff_held = efficient && measure_over_cap && cutoff_over_cap_ && *cutoff_over_cap_ > c.cutoff_guard_max_over_cap;
+  const bool cutoff_held =
+      efficient && measure_over_cap && cutoff_over_cap_ && *cutoff_over_cap_ > c.cutoff_guard_max_over_cap;
   const std::array<bool, 2> side_stopped{gate_check_.suspended(false), gate_check_.suspended(true)};
   if (efficient) {
     const auto gate_options = masa::gate_options(c);
@@ -856,8 +857,8 @@ std::vector<Sequence> Trainer::masa_rollouts(std::map<std::string, double>& m, d
       if (gated[b]) {
         audited[b] = static_cast<double>(mix(seed, 0xA0D1ull + static_cast<uint64_t>(b)) >> 11) * 0x1.0p-53 <
                      c.gate_audit_frac;
-      } else if (!withheld[b] && !cutoff_held) {  // a withheld prompt is solved as an audit is (full limit, no
-                                                   // hint): a fair check
+      } else if (!withheld[b] && !cutoff_held) {
+        // (A withheld prompt is solved as an audit is, at the full limit and with no hint: a fair check.)
         cap[b] = masa::cutoff_tokens(predictions[b], c.cutoff_scale, c.cutoff_min_tokens, limit);
       }
     }

@@ -498,8 +498,8 @@ struct MasaConfig {
             Range::at_least(0));
     v.field("cutoff_min_tokens", cutoff_min_tokens, "Smallest per-prompt cutoff", Range::at_least(1));
     v.field("cutoff_guard_max_over_cap", cutoff_guard_max_over_cap,
-            "The early cutoff is held back (every solution gets the full limit) at a step after one where more than "
-            "this share of the solution rollouts ran past their prompt's cutoff, applied or not "
+            "The early cutoff is held back (kept prompts are solved at the full limit) at a step after one where more "
+            "than this share of the solution rollouts ran past their prompt's cutoff, applied or not "
             "(masa/cutoff_over_cap_frac, measured from the first MASA step on). Guards against length predictions "
             "too short for the policy, which the cutoff would turn into truncated answers. 1 (the default) never "
             "holds it back, as in the spec, which is silent [inferred]",

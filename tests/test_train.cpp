@@ -430,6 +430,47 @@ TEST(Demo, MasaWorkingSpellsTheDigitsBeforeTheAnswer) {
   EXPECT_GT(clean, 100);
 }
 
+// demo.masa_overthinking: the same problems and answers, but that share of the solutions first hesitate ("wait, "
+// 7-13 times) before the very solution the plain toy writes; meta demonstrations are unchanged.
+TEST(Demo, MasaOverthinkingHesitatesBeforeTheSameSolution) {
+  ScratchDir plain_dir, overthinking_dir;
+  config::DemoConfig demo;
+  demo.heldout = 20;
+  demo.train_problems = 1000;
+  train::write_masa_task(plain_dir.path(), demo, 5);
+  demo.masa_overthinking = 0.25;
+  train::write_masa_task(overthinking_dir.path(), demo, 5);
+  EXPECT_EQ(read_jsonl(plain_dir.path() / "train.jsonl"), read_jsonl(overthinking_dir.path() / "train.jsonl"));
+  EXPECT_EQ(read_jsonl(plain_dir.path() / "heldout.jsonl"), read_jsonl(overthinking_dir.path() / "heldout.jsonl"));
+  const auto plain = read_jsonl(plain_dir.path() / "sft.jsonl");
+  const auto overthinking = read_jsonl(overthinking_dir.path() / "sft.jsonl");
+  ASSERT_EQ(plain.size(), overthinking.size());
+  int hesitant = 0, solutions = 0;
+  std::set<size_t> repeats;
+  for (size_t i = 0; i < plain.size(); ++i) {
+    const std::string problem = plain[i]["problem"], before = plain[i]["solution"], after = overthinking[i]["solution"];
+    ASSERT_EQ(overthinking[i]["problem"], problem);
+    if (problem.rfind("meta ", 0) == 0) {
+      EXPECT_EQ(after, before);
+      continue;
+    }
+    ++solutions;
+    if (after == before) continue;
+    const size_t hesitation = after.size() - before.size();
+    ASSERT_GT(after.size(), before.size()) << after;
+    EXPECT_EQ(after.substr(hesitation), before);
+    EXPECT_EQ(hesitation % 6, 0u) << after;
+    std::string waits;
+    for (size_t k = 0; k < hesitation / 6; ++k) waits += "wait, ";
+    EXPECT_EQ(after.substr(0, hesitation), waits);
+    repeats.insert(hesitation / 6);
+    ++hesitant;
+  }
+  EXPECT_EQ(solutions, 1000);
+  EXPECT_NEAR(hesitant / 1000.0, 0.25, 0.05);
+  EXPECT_EQ(repeats, (std::set<size_t>{7, 8, 9, 10, 11, 12, 13}));
+}
+
 // G²RL's toy: the graded answer is the set of the prompt's digits, so every order of them is correct under the real
 // verifier, demonstrations come in two orders (the number's own and reversed), and held-out numbers are new.
 TEST(Demo, DigitSetTaskAcceptsEveryOrderOfTheDigits) {

@@ -186,10 +186,11 @@ const std::vector<std::string>& masa_toy_tokens() {
 // demonstration noise growing with the length, some of it rambling that repeats the number without an answer
 // (long wrong rollouts: what the early cutoff saves). The SFT set also teaches the meta format with
 // uninformed predictions (pass rate uniform in 0..8, length uniform in 3..12) that MASA then has to calibrate.
-// Meta prompts are "meta " + the problem.
+// Meta prompts are "meta " + the problem. With demo.masa_overthinking, that share of the solutions (whatever their
+// answer) first hesitate at length, from a stream of their own so that the problems and the rest stay the same.
 void write_masa_task(const fs::path& dir, const config::DemoConfig& d, uint64_t seed) {
   fs::create_directories(dir);
-  std::mt19937_64 rng(seed);
+  std::mt19937_64 rng(seed), hesitation_rng(seed ^ 0x6f76657274686e6bULL);
   std::uniform_real_distribution<double> u(0.0, 1.0);
   auto digits = [&](int64_t n) {
     std::string s;
@@ -243,6 +244,8 @@ void write_masa_task(const fs::path& dir, const config::DemoConfig& d, uint64_t 
         while (shown.size() < (d.masa_working ? 180u : 40u)) shown += d.masa_working ? spelled(number) : number + " ";
       }
     }
+    if (d.masa_overthinking > 0 && std::uniform_real_distribution<double>(0.0, 1.0)(hesitation_rng) < d.masa_overthinking)
+      for (uint64_t k = 7 + hesitation_rng() % 7; k > 0; --k) shown = "wait, " + shown;
     sft << json{{"problem", problem}, {"answer", answer}, {"solution", shown}}.dump() << "\n";
     const json meta_json{{"math_notion", json::array()},
                          {"pass_rate", static_cast<int64_t>(rng() % 9)},
@@ -307,7 +310,7 @@ DemoResult run_demo(const std::vector<std::string>& overrides, const fs::path& o
     c.data.custom_chat_template = "{user}";
     c.data.max_prompt_tokens = 32;
     // A digit-set answer is its two added tokens, the digits and commas, and the end of sequence: 2·digits + 2.
-    c.rollout.max_new_tokens = masa                   ? (d.masa_working ? 192 : 40)
+    c.rollout.max_new_tokens = masa                   ? (d.masa_working ? 192 : 40) + (d.masa_overthinking > 0 ? 80 : 0)
                                : d.task == "digit-set" ? std::max<int64_t>(16, 2 * d.digits + 4)
                                                        : 16;
     c.reward.modules = {"math"};

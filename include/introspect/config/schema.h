@@ -520,6 +520,7 @@ struct DemoConfig {
   int64_t train_problems = 2000;
   int64_t heldout = 100;
   bool masa_working = false;
+  double masa_overthinking = 0.0;
 
   void visit(ConfigVisitor& v) {
     v.choice("task", task,
@@ -538,6 +539,11 @@ struct DemoConfig {
             "MASA's toy: each solution first spells out its digits (\"the next digit is five, ...\"), so "
             "solutions average about 100 tokens against a meta answer's 10 and the meta path is about 9% of rollout "
             "tokens (the paper: 15.5%); rambling reaches 180 tokens and the demo's max_new_tokens is 192");
+    v.field("masa_overthinking", masa_overthinking,
+            "MASA's toy: this share of the SFT solutions hesitate before their answer (\"wait, \" 7-13 times, 42-78 "
+            "tokens), as reasoning models overthink. The answer is unchanged, so only a length limit such as MASA's "
+            "early cutoff costs them anything; the demo's max_new_tokens grows by 80. The problems stay the same",
+            Range::closed(0, 1));
   }
 };
 

@@ -448,7 +448,8 @@ TEST(Demo, MasaOverthinkingHesitatesBeforeTheSameSolution) {
   int hesitant = 0, solutions = 0;
   std::set<size_t> repeats;
   for (size_t i = 0; i < plain.size(); ++i) {
-    const std::string problem = plain[i]["problem"], before = plain[i]["solution"], after = overthinking[i]["solution"];
+    const std::string problem = plain[i]["problem"], before = plain[i]["solution"];
+    const std::string after = overthinking[i]["solution"];
     ASSERT_EQ(overthinking[i]["problem"], problem);
     if (problem.rfind("meta ", 0) == 0) {
       EXPECT_EQ(after, before);

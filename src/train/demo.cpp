@@ -244,7 +244,7 @@ void write_masa_task(const fs::path& dir, const config::DemoConfig& d, uint64_t 
         while (shown.size() < (d.masa_working ? 180u : 40u)) shown += d.masa_working ? spelled(number) : number + " ";
       }
     }
-    if (d.masa_overthinking > 0 && std::uniform_real_distribution<double>(0.0, 1.0)(hesitation_rng) < d.masa_overthinking)
+    if (d.masa_overthinking > 0 && u(hesitation_rng) < d.masa_overthinking)
       for (uint64_t k = 7 + hesitation_rng() % 7; k > 0; --k) shown = "wait, " + shown;
     sft << json{{"problem", problem}, {"answer", answer}, {"solution", shown}}.dump() << "\n";
     const json meta_json{{"math_notion", json::array()},

@@ -83,15 +83,18 @@ summary = {v: {k: [] for k in ("speedup", "strict", "smooth", "after", "precisio
                                 "err_last", "share")} for v in VARIANTS}
 for seed in seeds:
     runs = {v: load(seed, v) for v in VARIANTS if os.path.exists(os.path.join(out, f"seed{seed}", v, "metrics.jsonl"))}
-    grpo_evals = evaluations(*runs["grpo"])
-    _, target, grpo_time = grpo_evals[-1]
-    grpo_first = first_reach(grpo_evals, target)
-    grpo_smooth = smoothed(grpo_evals)
-    smooth_target = grpo_smooth[-1][1] if grpo_smooth else None
+    # MASA_REPRO_VARIANTS may leave GRPO out: that seed then has no target, so its speed-ups are n/a and uncounted.
+    target = grpo_time = grpo_first = smooth_target = None
+    if "grpo" in runs:
+        grpo_evals = evaluations(*runs["grpo"])
+        _, target, grpo_time = grpo_evals[-1]
+        grpo_first = first_reach(grpo_evals, target)
+        grpo_smooth = smoothed(grpo_evals)
+        smooth_target = grpo_smooth[-1][1] if grpo_smooth else None
     for v, (rows, clock) in runs.items():
         evals = evaluations(rows, clock)
         curves[v].append(evals)
-        reach = first_reach(evals, target)
+        reach = first_reach(evals, target) if target is not None else None
         speedup = grpo_time / reach if reach else None
         strict = grpo_first / reach if reach else None
         smooth_reach = first_reach(smoothed(evals), smooth_target) if smooth_target is not None else None
@@ -120,9 +123,10 @@ for seed in seeds:
                      f"{fmt(recall)} | {fmt(unseen.get('precision'))} / {fmt(unseen.get('base_rate'))} / "
                      f"{fmt(unseen.get('recall'))} | {fmt(cut)} | {fmt(share)} | {fmt(sol_tokens, 0)} |")
         s = summary[v]
-        s["speedup"].append(speedup)
-        s["strict"].append(strict)
-        s["smooth"].append(smooth)
+        if target is not None:
+            s["speedup"].append(speedup)
+            s["strict"].append(strict)
+            s["smooth"].append(smooth)
         s["after"].append(evals[-1][1])
         s["precision"].append(precision)
         s["unseen"].append(unseen.get("precision"))
